@@ -1,0 +1,3 @@
+from pixsrc.cli.app import main
+
+main()

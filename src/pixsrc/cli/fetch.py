@@ -1,0 +1,174 @@
+"""``pixsrc fetch``: list or download the assets of sources."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from pixsrc.cli.common import app_state, handle_errors, print_json, say
+
+Globs = Annotated[list[str] | None, typer.Option(metavar="GLOB", help="Repeatable; '*.jpg' or 'dir/*'.")]
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(epilog="Examples: pixsrc fetch client-assets --dest ~/assets\n\n"
+                        "  pixsrc fetch --all --json -q > report.json\n\n"
+                        "  pixsrc fetch client-assets --list --json")
+    @handle_errors
+    def fetch(
+        ctx: typer.Context,
+        refs: Annotated[list[str] | None, typer.Argument(metavar="[SOURCE]...", help="Ids or names.")] = None,
+        all_enabled: Annotated[bool, typer.Option("--all", help="Every enabled source.")] = False,
+        list_only: Annotated[bool, typer.Option("--list", help="List assets, download nothing.")] = False,
+        dest: Annotated[str | None, typer.Option("--dest", metavar="DIR", help="Download folder.")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
+        jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="Parallel downloads.")] = 8,
+        include: Globs = None,
+        exclude: Globs = None,
+        prune: Annotated[bool, typer.Option("--prune", help="Delete local files whose asset is gone.")] = False,
+        force: Annotated[bool, typer.Option("--force", help="Replace files changed locally.")] = False,
+        wait: Annotated[bool, typer.Option("--wait", help="Wait for another fetch of a source to end.")] = False,
+        json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
+    ) -> None:
+        """Download new and changed assets (or --list them). Re-runs fetch only what changed."""
+        from pixsrc.config import load_config
+        from pixsrc.fetch import select_sources
+
+        cfg = load_config(app_state(ctx).config_path)
+        sources = select_sources(cfg, refs or [], all_enabled)
+        if list_only:
+            _list(sources, include or [], exclude or [], json_out)
+            return
+        _fetch(cfg, sources, dest, dry_run, jobs, include or [], exclude or [], prune, force, wait, json_out,
+               quiet)
+
+
+def _list(sources: list, include: list[str], exclude: list[str], json_out: bool) -> None:
+    from pixsrc.fetch import list_assets, source_type
+    from pixsrc.paths import sanitize_path
+
+    for source in sources:
+        source_type(source)
+    out = sys.stdout
+    for source in sources:
+        for asset in list_assets(source, include, exclude):
+            path = sanitize_path(asset.path)
+            if json_out:
+                out.write(json.dumps({
+                    "source": source.id, "id": asset.id, "path": path, "size": asset.size,
+                    "modified": asset.modified.isoformat().replace("+00:00", "Z") if asset.modified else None,
+                    "version": asset.version, "media_type": asset.media_type,
+                }, ensure_ascii=False) + "\n")
+            else:
+                size = _human(asset.size) if asset.size is not None else "?"
+                out.write(f"{source.id}\t{size:>9}\t{path}\n")
+
+
+def _fetch(cfg, sources, dest, dry_run, jobs, include, exclude, prune, force, wait, json_out, quiet) -> None:  # noqa: ANN001
+    from pixsrc.fetch import destination, exit_code, fetch_source, install_sigterm_handler
+    from pixsrc.sync import Options
+
+    install_sigterm_handler()
+    several = len(sources) > 1
+    show_progress = sys.stderr.isatty() and not quiet
+    reports = []
+    interrupted = False
+    for source in sources:
+        options = Options(dest=destination(cfg, source, dest, several), jobs=jobs, include=include,
+                          exclude=exclude, dry_run=dry_run, prune=prune, force=force)
+        progress = _Progress(source.id) if show_progress else None
+        try:
+            if progress:
+                with progress:
+                    report, reason = fetch_source(source, options, wait=wait, on_outcome=progress.outcome,
+                                                  on_bytes=progress.advance_bytes, on_plan=progress.plan)
+            else:
+                report, reason = fetch_source(source, options, wait=wait,
+                                              on_outcome=_print_dry_run if dry_run and not json_out else _ignore)
+        except KeyboardInterrupt:
+            interrupted = True
+            from pixsrc.sync import Report
+
+            report, reason = Report(source.id, status="interrupted"), "interrupted; run again to resume"
+        reports.append(report)
+        if reason:
+            say(f"error: {source.id}: {reason}")
+        if not quiet:
+            say(_summary(report, options.dest))
+        if not quiet or report.failed:
+            for error in report.errors[:20]:
+                say(f"  {error['path']}: {error['error']}")
+            if len(report.errors) > 20:
+                say(f"  ... and {len(report.errors) - 20} more (see --json)")
+        if interrupted:
+            break
+    if json_out:
+        print_json({"schema": 1, "sources": [r.as_json() for r in reports]})
+    code = exit_code(reports)
+    if code:
+        raise typer.Exit(code)
+
+
+def _ignore(outcome: object) -> None:
+    pass
+
+
+def _print_dry_run(outcome) -> None:  # noqa: ANN001
+    if outcome.action in ("downloaded", "updated", "pruned", "renamed"):
+        print(f"would {'fetch' if outcome.action == 'downloaded' else outcome.action.rstrip('d')}: {outcome.path}")
+
+
+def _summary(report, dest) -> str:  # noqa: ANN001
+    verb = "would fetch" if report.dry_run else "fetched"
+    parts = [f"{report.listed} listed", f"{report.downloaded} new", f"{report.updated} updated",
+             f"{report.unchanged} unchanged"]
+    if report.conflicts:
+        parts.append(f"{report.conflicts} conflicts")
+    if report.failed:
+        parts.append(f"{report.failed} failed")
+    if report.deleted or report.pruned:
+        parts.append(f"{report.deleted} deleted at source, {report.pruned} pruned")
+    return (f"{report.source}: {report.status}: {', '.join(parts)}; {verb} {_human(report.bytes)} "
+            f"in {report.seconds:.1f} s -> {dest}")
+
+
+class _Progress:
+    """Files and bytes on stderr, only when stderr is a terminal."""
+
+    def __init__(self, source_id: str) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  DownloadColumn(), console=Console(stderr=True), transient=True)
+        self._task = self._progress.add_task(f"{source_id}: listing", total=None)
+        self.source_id = source_id
+
+    def __enter__(self) -> _Progress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def plan(self, files: int, size: int) -> None:
+        self._progress.update(self._task, description=f"{self.source_id}", total=files, completed=0)
+
+    def outcome(self, outcome) -> None:  # noqa: ANN001
+        if outcome.action in ("downloaded", "updated", "failed"):
+            self._progress.advance(self._task)
+
+    def advance_bytes(self, n: int) -> None:
+        pass

@@ -1,0 +1,248 @@
+"""The user's sources file: where it lives, how it is read, validated and (atomically) written.
+
+Users own this file. It is only written by add/edit/enable/disable/remove, through
+``edit_config``, which holds an exclusive lock, re-reads the file under it, and replaces it
+atomically. Tables pixsrc does not know (``[providers.*]``, anything else) are kept as they are.
+A file that does not parse is reported with its location and never rewritten.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import tomllib
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pixsrc.errors import ConfigError, UsageError
+from pixsrc.locks import FileLock
+
+CONFIG_VERSION = 1
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+def config_path(override: str | os.PathLike[str] | None = None) -> Path:
+    if override:
+        return Path(override).expanduser()
+    if env := os.environ.get("PIXSRC_CONFIG"):
+        return Path(env).expanduser()
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("pixsrc")) / "sources.toml"
+
+
+def state_dir() -> Path:
+    if env := os.environ.get("PIXSRC_STATE_DIR"):
+        return Path(env).expanduser()
+    from platformdirs import user_state_dir
+
+    return Path(user_state_dir("pixsrc"))
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass
+class Source:
+    id: str
+    name: str
+    type: str
+    enabled: bool = True
+    config: dict[str, Any] = field(default_factory=dict)
+    dest: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def to_toml(self) -> dict[str, Any]:
+        table: dict[str, Any] = {"name": self.name, "type": self.type, "enabled": self.enabled}
+        if self.created_at:
+            table["created_at"] = self.created_at
+        if self.updated_at:
+            table["updated_at"] = self.updated_at
+        if self.dest:
+            table["dest"] = self.dest
+        table["config"] = dict(self.config)
+        return table
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "type": self.type,
+            "enabled": self.enabled,
+            "dest": self.dest,
+            "config": self.config,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Config:
+    path: Path
+    document: dict[str, Any]
+    sources: dict[str, Source]
+
+    @property
+    def default_dest(self) -> str | None:
+        defaults = self.document.get("defaults", {})
+        return defaults.get("dest") if isinstance(defaults, dict) else None
+
+    def providers(self) -> dict[str, Any]:
+        value = self.document.get("providers", {})
+        return value if isinstance(value, dict) else {}
+
+    def find(self, ref: str) -> Source:
+        """A source by id, or by exact name (case-insensitive); unknown ones suggest the closest."""
+        if ref in self.sources:
+            return self.sources[ref]
+        folded = ref.casefold()
+        for source in self.sources.values():
+            if source.name.casefold() == folded:
+                return source
+        from pixsrc.registry import suggest
+
+        choices = list(self.sources) + [s.name for s in self.sources.values()]
+        raise UsageError(f"no source named {ref!r} in {self.path}", hint=suggest(ref, choices, "pixsrc list"))
+
+    def unique_id(self, name: str) -> str:
+        base = slugify(name)
+        candidate, n = base, 2
+        while candidate in self.sources:
+            candidate = f"{base[:60]}-{n}"
+            n += 1
+        return candidate
+
+
+def slugify(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:64].rstrip("-") or "source"
+
+
+_LOCATION = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def load_config(path: Path) -> Config:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Config(path, {"version": CONFIG_VERSION}, {})
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid UTF-8", hint="fix or replace the file; pixsrc will not touch it") from None
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        if match := _LOCATION.search(message):
+            message = _LOCATION.sub("", message).strip()
+            where = f"{path}:{match[1]}:{match[2]}"
+        else:
+            where = str(path)
+        raise ConfigError(
+            f"{where}: invalid TOML: {message}", hint="fix the file by hand; pixsrc never rewrites a broken file"
+        ) from None
+    return Config(path, document, _parse_sources(path, document))
+
+
+def _parse_sources(path: Path, document: dict[str, Any]) -> dict[str, Source]:
+    def bad(where: str, why: str) -> ConfigError:
+        return ConfigError(f"{path}: {where}: {why}")
+
+    version = document.get("version", CONFIG_VERSION)
+    if version != CONFIG_VERSION:
+        raise bad("version", f"unsupported config version {version!r}; this pixsrc reads version {CONFIG_VERSION}")
+    defaults = document.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise bad("defaults", "must be a table")
+    if "dest" in defaults and not isinstance(defaults["dest"], str):
+        raise bad("defaults.dest", "must be a string")
+    tables = document.get("sources", {})
+    if not isinstance(tables, dict):
+        raise bad("sources", "must be a table of [sources.<id>] tables")
+    sources: dict[str, Source] = {}
+    for source_id, table in tables.items():
+        where = f"sources.{source_id}"
+        if not SLUG_RE.match(source_id):
+            raise bad(where, "a source id is lower-case letters, digits and '-', at most 64 characters")
+        if not isinstance(table, dict):
+            raise bad(where, "must be a table")
+        name, type_id = table.get("name"), table.get("type")
+        if not isinstance(name, str) or not name.strip():
+            raise bad(f"{where}.name", "required, a non-empty string")
+        if not isinstance(type_id, str) or not type_id:
+            raise bad(f"{where}.type", "required, a source type id (see `pixsrc types`)")
+        enabled = table.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise bad(f"{where}.enabled", "must be true or false")
+        config = table.get("config", {})
+        if not isinstance(config, dict):
+            raise bad(f"{where}.config", "must be a table")
+        dest = table.get("dest")
+        if dest is not None and not isinstance(dest, str):
+            raise bad(f"{where}.dest", "must be a string")
+        stamps = {}
+        for key in ("created_at", "updated_at"):
+            value = table.get(key)
+            if value is not None and not isinstance(value, datetime):
+                raise bad(f"{where}.{key}", "must be a TOML date-time such as 2026-11-25T10:00:00Z")
+            stamps[key] = value
+        sources[source_id] = Source(source_id, name, type_id, enabled, config, dest, **stamps)
+    return sources
+
+
+def save_config(config: Config) -> None:
+    import tomli_w
+
+    document = dict(config.document)
+    document.setdefault("version", CONFIG_VERSION)
+    document["sources"] = {sid: src.to_toml() for sid, src in config.sources.items()}
+    if not document["sources"]:
+        del document["sources"]
+    atomic_write(config.path, tomli_w.dumps(document).encode("utf-8"))
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data``: temp file in the same folder, fsync, rename, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode) if hasattr(os, "fchmod") else os.chmod(tmp, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if os.name != "nt":
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@contextmanager
+def edit_config(path: Path) -> Iterator[Config]:
+    """Read-modify-write under an exclusive lock; nothing is written if the block raises."""
+    with FileLock(path.with_name(path.name + ".lock")):
+        config = load_config(path)
+        yield config
+        save_config(config)

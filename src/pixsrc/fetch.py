@@ -1,0 +1,182 @@
+"""Running fetches: pick sources, resolve destinations, open controllers, lock, run, record.
+
+The CLI calls into this module; the engine (sync.py) knows nothing about config, locks or
+credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from pixsrc import __version__
+from pixsrc.config import Config, Source, state_dir
+from pixsrc.errors import (
+    EXIT_AUTH,
+    EXIT_BUSY,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    AuthRequired,
+    Busy,
+    PixsrcError,
+    SourceUnavailable,
+    UsageError,
+)
+from pixsrc.locks import FileLock
+from pixsrc.state import State
+from pixsrc.sync import Options, Outcome, Report, SyncRun
+from pixsrc.types import Asset, Controller, SourceContext, SourceType
+
+# A run's exit code is that of its most severe source, in this order.
+STATUS_EXIT = {"interrupted": EXIT_INTERRUPTED, "invalid": EXIT_USAGE, "auth": EXIT_AUTH,
+               "unavailable": EXIT_UNAVAILABLE, "busy": EXIT_BUSY, "partial": EXIT_PARTIAL, "ok": EXIT_OK}
+
+
+def exit_code(reports: list[Report]) -> int:
+    for status, code in STATUS_EXIT.items():
+        if any(r.status == status for r in reports):
+            return code
+    return EXIT_OK
+
+
+def select_sources(config: Config, refs: list[str], all_enabled: bool) -> list[Source]:
+    if refs and all_enabled:
+        raise UsageError("name sources or pass --all, not both")
+    if all_enabled:
+        return [s for s in config.sources.values() if s.enabled]
+    if not refs:
+        raise UsageError("which sources? name them (see `pixsrc list`) or pass --all")
+    chosen: dict[str, Source] = {}
+    for ref in refs:
+        source = config.find(ref)
+        if not source.enabled:
+            raise UsageError(f"source {source.id!r} is disabled", hint=f"run: pixsrc enable {source.id}")
+        chosen[source.id] = source
+    return list(chosen.values())
+
+
+def destination(config: Config, source: Source, cli_dest: str | None, several: bool) -> Path:
+    if source.dest:
+        return Path(source.dest).expanduser()
+    if cli_dest:
+        base = Path(cli_dest).expanduser()
+        return base / source.id if several else base
+    if config.default_dest:
+        return Path(config.default_dest).expanduser() / source.id
+    from platformdirs import user_pictures_dir
+
+    return Path(user_pictures_dir()) / "pixsrc" / source.id
+
+
+def source_type(source: Source) -> SourceType:
+    from pixsrc import registry
+
+    if not registry.is_installed(source.type):
+        raise UsageError(
+            f"source {source.id!r} has type {source.type!r}, which is not installed (a removed plugin?)",
+            hint="reinstall the plugin that provides it, or `pixsrc remove " + source.id + "`",
+        )
+    return registry.get(source.type)
+
+
+def open_controller(source: Source, jobs: int) -> Controller:
+    stype = source_type(source)
+    model = stype.validate(source.config, f"sources.{source.id}.config")
+
+    def get_secret() -> str | None:
+        if stype.auth.kind == "none":
+            return None
+        from pixsrc import tokens
+
+        credential = tokens.get(source.id)
+        if credential is None and stype.auth.required:
+            raise AuthRequired(f"source {source.id!r} has no stored credential",
+                               hint=f"run: pixsrc auth login {source.id}")
+        return credential.value if credential else None
+
+    context = SourceContext(source.id, source.name, model, jobs=jobs, get_secret=get_secret,
+                            user_agent=f"pixsrc/{__version__}")
+    return stype.factory(context)
+
+
+def list_assets(source: Source, include: list[str], exclude: list[str]) -> Iterator[Asset]:
+    from pixsrc.paths import selected
+
+    controller = open_controller(source, jobs=8)
+    try:
+        for asset in controller.list_assets():
+            if selected(asset.path, include, exclude):
+                yield asset
+    finally:
+        controller.close()
+
+
+def fetch_source(source: Source, options: Options, *, wait: bool,
+                 on_outcome: Callable[[Outcome], None] = lambda o: None,
+                 on_bytes: Callable[[int], None] | None = None,
+                 on_plan: Callable[[int, int], None] | None = None) -> tuple[Report, str | None]:
+    """Fetch one source; returns its report and, when it ended early, the one-line reason.
+
+    KeyboardInterrupt is re-raised after the run is recorded, so the caller can stop the others.
+    """
+    report = Report(source.id, dry_run=options.dry_run)
+    root = state_dir()
+    lock = FileLock(root / "locks" / f"{source.id}.lock")
+    try:
+        if not lock.acquire(blocking=wait):
+            raise Busy(f"another pixsrc is fetching {source.id!r} right now",
+                       hint="wait for it, or pass --wait to queue behind it")
+    except Busy as exc:
+        report.status = "busy"
+        return report, _describe(exc)
+    started = time.time()
+    state = State(root / "state.db")
+    reason: str | None = None
+    try:
+        controller = open_controller(source, options.jobs)
+        try:
+            run = SyncRun(source.id, controller, state, options, on_bytes=on_bytes, on_plan=on_plan)
+            try:
+                for outcome in run:
+                    on_outcome(outcome)
+            finally:
+                report = run.report
+        finally:
+            controller.close()
+        report.status = "partial" if report.failed else "ok"
+    except KeyboardInterrupt:
+        report.status = "interrupted"
+        raise
+    except PixsrcError as exc:
+        report.status = "invalid"
+        if isinstance(exc, AuthRequired):
+            report.status = "auth"
+        elif isinstance(exc, SourceUnavailable):
+            report.status = "unavailable"
+        reason = _describe(exc)
+    finally:
+        if not options.dry_run:
+            state.add_run(source.id, started, report.status, STATUS_EXIT[report.status], report.__dict__)
+        state.close()
+        lock.release()
+    return report, reason
+
+
+def _describe(exc: PixsrcError) -> str:
+    return f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+
+
+def install_sigterm_handler() -> None:
+    """cron and CI stop jobs with SIGTERM: treat it like Ctrl-C so finished assets are recorded."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if os.name != "nt":
+        signal.signal(signal.SIGTERM, handler)

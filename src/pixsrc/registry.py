@@ -1,0 +1,109 @@
+"""Where source types come from: a table of built-ins (imported lazily) and plugins.
+
+Plugins register a ``SourceType`` object under the entry-point group ``pixsrc.source_types``;
+the entry-point name is the type id. A plugin that fails to import is remembered as a problem
+(``pixsrc types`` shows it) and never breaks other commands; a plugin cannot replace a built-in.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
+
+from pixsrc.errors import UsageError
+
+if TYPE_CHECKING:
+    from pixsrc.types import SourceType
+
+GROUP = "pixsrc.source_types"
+
+BUILTINS: dict[str, str] = {
+    "local-fs": "pixsrc.sources.local_fs:SOURCE_TYPE",
+    "remote-gallery": "pixsrc.sources.remote_gallery:SOURCE_TYPE",
+}
+
+
+@dataclass(frozen=True)
+class PluginProblem:
+    type_id: str
+    origin: str
+    error: str
+
+
+@cache
+def _plugin_entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def known_ids() -> list[str]:
+    """Every installed type id, without importing any type module (cheap: for ``pixsrc list``)."""
+    return sorted(set(BUILTINS) | set(_plugin_entry_points()))
+
+
+def is_installed(type_id: str) -> bool:
+    return type_id in BUILTINS or type_id in _plugin_entry_points()
+
+
+def _origin(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"plugin {dist.name} {dist.version}" if dist is not None else f"plugin {ep.value}"
+
+
+@cache
+def _load(type_id: str) -> SourceType:
+    from pixsrc.types import SourceType
+
+    if type_id in BUILTINS:
+        module, _, attr = BUILTINS[type_id].partition(":")
+        obj = getattr(importlib.import_module(module), attr)
+    else:
+        ep = _plugin_entry_points()[type_id]
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must not take pixsrc down
+            raise UsageError(
+                f"source type {type_id!r} ({_origin(ep)}) failed to load: {type(exc).__name__}: {exc}",
+                hint="reinstall or remove that plugin; `pixsrc types` lists plugin problems",
+            ) from None
+    if not isinstance(obj, SourceType):
+        raise UsageError(f"source type {type_id!r} does not point to a pixsrc.types.SourceType object")
+    if obj.id != type_id:
+        raise UsageError(f"source type registered as {type_id!r} declares the id {obj.id!r}")
+    return obj
+
+
+def get(type_id: str) -> SourceType:
+    """Load one type by id; an unknown id suggests the closest known one."""
+    if not is_installed(type_id):
+        raise UsageError(f"unknown source type {type_id!r}", hint=suggest(type_id, known_ids(), "pixsrc types"))
+    return _load(type_id)
+
+
+def load_all() -> tuple[list[SourceType], list[PluginProblem]]:
+    types: list[SourceType] = []
+    problems: list[PluginProblem] = []
+    for type_id in sorted(BUILTINS):
+        types.append(_load(type_id))
+    for type_id, ep in sorted(_plugin_entry_points().items()):
+        if type_id in BUILTINS:
+            problems.append(
+                PluginProblem(type_id, _origin(ep), "tries to replace a built-in type; ignored")
+            )
+            continue
+        try:
+            types.append(_load(type_id))
+        except UsageError as exc:
+            problems.append(PluginProblem(type_id, _origin(ep), exc.message))
+    return types, problems
+
+
+def suggest(word: str, choices: list[str], listing_command: str) -> str:
+    close = difflib.get_close_matches(word.lower(), [c.lower() for c in choices], n=1, cutoff=0.5)
+    if close:
+        match = next(c for c in choices if c.lower() == close[0])
+        return f"did you mean {match!r}? (see `{listing_command}`)"
+    return f"see `{listing_command}`"

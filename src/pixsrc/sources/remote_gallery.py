@@ -1,0 +1,254 @@
+"""remote-gallery: assets published over HTTP(S), from a JSON index or web-server folder listings.
+
+JSON index (``index = "json"``): the URL answers a JSON document, either a list of assets or
+``{"assets": [...], "next": "<url of the next page>"}``; each asset has ``path`` and/or ``url``
+and optionally ``id``, ``size``, ``sha256``, ``modified`` (RFC 3339), ``media_type``, ``version``.
+
+HTML (``index = "html"``): directory listings as nginx/Apache autoindex, Python's http.server
+or ``rclone serve http`` produce them. Links are followed only below the URL, never above it,
+to ``max_depth`` folders. Each file's version comes from a HEAD request: ETag, else
+Last-Modified + size. ``auto`` asks for JSON and crawls if HTML comes back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from html.parser import HTMLParser
+from typing import Any, Literal
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+
+from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
+from pixsrc.http import HttpClient, HttpError, Response
+from pixsrc.paths import selected
+from pixsrc.sources import is_media, media_type
+from pixsrc.types import Asset, AuthSpec, Checksum, HttpUrl, SourceConfig, SourceContext, SourceType, field
+
+MAX_PAGES = 10_000
+
+
+class RemoteGalleryConfig(SourceConfig):
+    url: HttpUrl = field(label="Gallery URL", placeholder="https://assets.example.com/gallery/")
+    index: Literal["auto", "json", "html"] = field("auto", label="Index format")
+    max_depth: int = field(10, label="Folder depth to crawl (html)")
+    include: list[str] = field([], label="Only files matching (globs, comma-separated)", placeholder="*.jpg")
+    exclude: list[str] = field([], label="Skip files matching (globs, comma-separated)")
+    all_files: bool = field(False, label="All files, not only images and videos (html)")
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            href = dict(attrs).get("href")
+            if href:
+                self.hrefs.append(href)
+
+
+def _is_json(response: Response) -> bool:
+    kind = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+class RemoteGalleryController:
+    def __init__(self, context: SourceContext) -> None:
+        self.config: RemoteGalleryConfig = context.config
+        self.source_name = context.source_id
+        self.jobs = context.jobs
+        secret = context.get_secret()
+        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        self.http = HttpClient(headers=headers)
+
+    # -- listing --------------------------------------------------------------------------------
+
+    def _get(self, url: str, accept: str) -> Response:
+        try:
+            response = self.http.get(url, {"Accept": accept})
+        except HttpError as exc:
+            raise SourceUnavailable(f"{self.source_name}: {exc}") from None
+        if response.status in (401, 403):
+            response.close()
+            raise AuthRequired(
+                f"{self.source_name}: the gallery answered HTTP {response.status} for {url}",
+                hint=f"store its API key: pixsrc auth login {self.source_name}",
+            )
+        if response.status != 200:
+            response.close()
+            raise SourceUnavailable(f"{self.source_name}: HTTP {response.status} for {url}")
+        return response
+
+    def list_assets(self) -> Iterator[Asset]:
+        mode = self.config.index
+        url = self.config.url
+        accept = {"json": "application/json", "html": "text/html",
+                  "auto": "application/json, text/html;q=0.9"}[mode]
+        first = self._get(url, accept)
+        body = first.read_all()
+        if mode == "json" or (mode == "auto" and (_is_json(first) or body.lstrip()[:1] in (b"{", b"["))):
+            assets = self._json_pages(url, body)
+        else:
+            assets = self._crawl(url, body)
+        for asset in assets:
+            if selected(asset.path, self.config.include, self.config.exclude):
+                yield asset
+
+    def _json_pages(self, url: str, body: bytes) -> Iterator[Asset]:
+        seen = {url}
+        while True:
+            try:
+                document = json.loads(body)
+            except ValueError as exc:
+                raise SourceUnavailable(f"{self.source_name}: {url} is not a JSON index: {exc}") from None
+            items = document.get("assets") if isinstance(document, dict) else document
+            if not isinstance(items, list):
+                raise SourceUnavailable(f"{self.source_name}: {url}: a JSON index is a list or has an 'assets' list")
+            for position, item in enumerate(items):
+                yield self._json_asset(url, position, item)
+            next_url = document.get("next") if isinstance(document, dict) else None
+            if not next_url:
+                return
+            next_url = urljoin(url, next_url)
+            if next_url in seen or len(seen) >= MAX_PAGES:
+                raise SourceUnavailable(f"{self.source_name}: the index pages loop at {next_url}")
+            seen.add(next_url)
+            url, body = next_url, self._get(next_url, "application/json").read_all()
+
+    def _json_asset(self, page: str, position: int, item: Any) -> Asset:
+        where = f"{self.source_name}: {page}: asset #{position}"
+        if not isinstance(item, dict) or not (item.get("path") or item.get("url")):
+            raise SourceUnavailable(f"{where}: needs a 'path' or a 'url'")
+        path = item.get("path") or unquote(urlsplit(item["url"]).path).rsplit("/", 1)[-1]
+        if not isinstance(path, str):
+            raise SourceUnavailable(f"{where}: 'path' must be a string")
+        url = urljoin(page, item.get("url") or _quote_path(path))
+        size = item.get("size")
+        if size is not None and (not isinstance(size, int) or size < 0):
+            raise SourceUnavailable(f"{where}: 'size' must be a non-negative integer")
+        sha256 = item.get("sha256")
+        modified = _parse_time(item.get("modified"))
+        checksum = Checksum("sha256", sha256.lower()) if isinstance(sha256, str) else None
+        version = str(item.get("version") or (f"sha256:{sha256.lower()}" if checksum and sha256 else "")
+                      or f"{item.get('modified')}:{size}")
+        return Asset(id=str(item.get("id") or path), path=path, version=version, size=size, modified=modified,
+                     media_type=item.get("media_type") or media_type(path), checksum=checksum, ref=(url, None))
+
+    def _crawl(self, url: str, body: bytes) -> Iterator[Asset]:
+        parts = urlsplit(url)
+        base_path = parts.path if parts.path.endswith("/") else parts.path.rsplit("/", 1)[0] + "/"
+        base = urlunsplit((parts.scheme, parts.netloc, base_path, "", ""))
+        files: dict[str, str] = {}
+        visited = {url, base}
+        frontier: list[tuple[str, int]] = [(url, 0)]
+        while frontier:
+            page, depth = frontier.pop(0)
+            page_body = body if page == url else self._get(page, "text/html").read_all()
+            parser = _Links()
+            parser.feed(page_body.decode("utf-8", "replace"))
+            for href in parser.hrefs:
+                target = urlsplit(urljoin(page, href))
+                if target.query or target.scheme not in ("http", "https") or target.netloc != parts.netloc:
+                    continue  # sorting links, other hosts
+                if not target.path.startswith(base_path) or target.path == base_path:
+                    continue  # never above the gallery URL
+                clean = urlunsplit((target.scheme, target.netloc, target.path, "", ""))
+                if target.path.endswith("/"):
+                    if clean not in visited and depth < self.config.max_depth:
+                        visited.add(clean)
+                        frontier.append((clean, depth + 1))
+                    continue
+                rel = unquote(target.path[len(base_path):])
+                if self.config.all_files or is_media(rel):
+                    files.setdefault(rel, clean)
+        # versions come from HEAD requests, several at a time like the downloads
+        with ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="pixsrc-head") as pool:
+            yield from pool.map(lambda item: self._head(*item), sorted(files.items()))
+
+    def _head(self, rel: str, url: str) -> Asset:
+        try:
+            response = self.http.request("HEAD", url)
+        except HttpError as exc:
+            raise SourceUnavailable(f"{self.source_name}: {exc}") from None
+        response.close()
+        if response.status >= 400:
+            raise SourceUnavailable(f"{self.source_name}: HEAD {url}: HTTP {response.status}")
+        headers = response.headers
+        length = headers.get("Content-Length")
+        size = int(length) if length and length.isdigit() else None
+        etag = headers.get("ETag")
+        last_modified = headers.get("Last-Modified")
+        modified = None
+        if last_modified:
+            try:
+                modified = parsedate_to_datetime(last_modified)
+            except (TypeError, ValueError):
+                modified = None
+        version = f"etag:{etag}" if etag else f"{last_modified}:{size}"
+        strong_etag = etag if etag and not etag.startswith("W/") else None
+        return Asset(id=rel, path=rel, version=version, size=size, modified=modified,
+                     media_type=media_type(rel), ref=(url, strong_etag))
+
+    # -- content ------------------------------------------------------------------------------------
+
+    def open(self, asset: Asset, offset: int = 0) -> Response:
+        url, etag = asset.ref
+        headers = {}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if etag:
+                headers["If-Range"] = etag  # a changed file comes back whole
+        try:
+            response = self.http.get(url, headers)
+        except HttpError as exc:
+            raise AssetError(str(exc), retryable=exc.retryable) from None
+        if response.status == 206 and offset:
+            content_range = response.headers.get("Content-Range", "")
+            if content_range.startswith(f"bytes {offset}-"):
+                response.offset = offset
+                return response
+        if response.status == 416 and offset:
+            response.close()
+            return self.open(asset, 0)
+        if response.status in (401, 403):
+            response.close()
+            raise AuthRequired(f"{self.source_name}: HTTP {response.status} for {asset.path}",
+                               hint=f"store its API key: pixsrc auth login {self.source_name}")
+        if response.status != 200:
+            response.close()
+            raise AssetError(f"HTTP {response.status}", retryable=response.status in (408, 429) or
+                             response.status >= 500)
+        return response
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _quote_path(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(path.lstrip("/"))
+
+
+SOURCE_TYPE = SourceType(
+    id="remote-gallery",
+    name="Remote gallery (HTTP)",
+    category="web",
+    description="Files published over HTTP(S): a JSON index, or web-server folder listings.",
+    config_model=RemoteGalleryConfig,
+    factory=RemoteGalleryController,
+    auth=AuthSpec(kind="api-key", required=False, label="API key (sent as a Bearer token)"),
+)

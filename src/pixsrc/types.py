@@ -1,0 +1,244 @@
+"""The plugin-author API: what a source type is, what its controller does, what an asset is.
+
+A source type is data (id, names, a pydantic config model, an auth spec) plus a factory that
+builds a Controller. Controllers only list assets and open their content; the sync engine
+decides what to download, writes files and records state.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field as dc_field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from pixsrc.errors import ConfigError
+
+FieldKind = Literal["text", "url", "boolean", "select", "integer", "path", "list"]
+AuthKind = Literal["none", "api-key", "oauth2"]
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+HttpUrl = typing.Annotated[str, AfterValidator(_check_http_url)]
+"""A string that must be an absolute http(s) URL; shown as field type ``url``."""
+
+
+def field(
+    default: Any = ...,
+    *,
+    label: str,
+    placeholder: str | None = None,
+    kind: FieldKind | None = None,
+    description: str | None = None,
+) -> Any:
+    """Declare a config field with the metadata the wizard and ``pixsrc types`` show."""
+    extra: dict[str, Any] = {"label": label}
+    if placeholder is not None:
+        extra["placeholder"] = placeholder
+    if kind is not None:
+        extra["kind"] = kind
+    if isinstance(default, list):
+        return Field(default_factory=lambda: list(default), description=description, json_schema_extra=extra)
+    return Field(default, description=description, json_schema_extra=extra)
+
+
+class SourceConfig(BaseModel):
+    """Base class of every type's config model: unknown keys are errors, not silently kept."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    key: str
+    label: str
+    type: FieldKind
+    required: bool
+    default: Any
+    placeholder: str | None
+    options: list[str] | None
+    description: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "label": self.label,
+            "type": self.type,
+            "required": self.required,
+            "default": self.default,
+            "placeholder": self.placeholder,
+            "options": self.options,
+            "description": self.description,
+        }
+
+
+def _kind_of(annotation: Any) -> tuple[FieldKind, list[str] | None]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        base, *meta = typing.get_args(annotation)
+        if any(getattr(m, "func", None) is _check_http_url for m in meta):
+            return "url", None
+        return _kind_of(base)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _kind_of(args[0]) if len(args) == 1 else ("text", None)
+    if origin is Literal:
+        return "select", [str(a) for a in typing.get_args(annotation)]
+    if origin in (list, tuple):
+        return "list", None
+    if annotation is bool:
+        return "boolean", None
+    if annotation is int:
+        return "integer", None
+    return "text", None
+
+
+@dataclass(frozen=True)
+class AuthSpec:
+    """How a source authenticates. ``required=False`` means the credential is optional."""
+
+    kind: AuthKind = "none"
+    provider: str | None = None
+    scopes: tuple[str, ...] = ()
+    required: bool = True
+    label: str = "API key"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "provider": self.provider, "scopes": list(self.scopes), "required": self.required}
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """A checksum the source publishes for an asset: ``algorithm`` is a hashlib name, hex ``value``."""
+
+    algorithm: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    """One listable item of a source.
+
+    ``id`` is stable within the source; ``path`` is a suggested relative POSIX path (the engine
+    sanitises it); ``version`` changes if and only if the content changes. ``ref`` is private to the
+    controller (a download URL, a file id) and never shown.
+    """
+
+    id: str
+    path: str
+    version: str
+    size: int | None = None
+    modified: datetime | None = None
+    media_type: str | None = None
+    checksum: Checksum | None = None
+    ref: Any = dc_field(default=None, compare=False, repr=False)
+
+
+class Download(Protocol):
+    """An open content stream. ``offset`` is where it starts: 0 when a range was not honoured."""
+
+    offset: int
+
+    def read(self, size: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class Controller(Protocol):
+    def list_assets(self) -> Iterator[Asset]:
+        """Yield every asset, paging the provider lazily. Raise SourceUnavailable or AuthRequired."""
+        ...
+
+    def open(self, asset: Asset, offset: int = 0) -> Download:
+        """Open the asset's content from ``offset`` (best effort). Raise AssetError per asset."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class SourceContext:
+    """What a controller factory gets: its validated config and the services it may use."""
+
+    source_id: str
+    source_name: str
+    config: Any
+    jobs: int = 8
+    get_secret: Callable[[], str | None] = lambda: None
+    user_agent: str = "pixsrc"
+
+
+@dataclass(frozen=True)
+class SourceType:
+    id: str
+    name: str
+    category: Literal["cloud", "social", "local", "web"] | str
+    description: str
+    config_model: type[SourceConfig]
+    factory: Callable[[SourceContext], Controller]
+    auth: AuthSpec = AuthSpec()
+
+    def fields(self) -> list[FieldSpec]:
+        specs = []
+        for key, info in self.config_model.model_fields.items():
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            kind, options = _kind_of(info.annotation if not info.metadata else
+                                     typing.Annotated[(info.annotation, *info.metadata)])
+            required = info.is_required()
+            default = None if required else info.get_default(call_default_factory=True)
+            specs.append(
+                FieldSpec(
+                    key=key,
+                    label=str(extra.get("label", key)),
+                    type=typing.cast(FieldKind, extra.get("kind", kind)),
+                    required=required,
+                    default=default,
+                    placeholder=typing.cast("str | None", extra.get("placeholder")),
+                    options=options,
+                    description=info.description,
+                )
+            )
+        return specs
+
+    def validate(self, raw: dict[str, Any], where: str) -> SourceConfig:
+        """Validate a config table; errors name ``<where>.<field>`` and why."""
+        try:
+            return self.config_model.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, where)) from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "category": self.category,
+            "description": self.description,
+            "auth": self.auth.as_dict(),
+            "fields": [f.as_dict() for f in self.fields()],
+        }
+
+
+def describe_validation_error(exc: ValidationError, where: str) -> str:
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(part) for part in err["loc"] if not isinstance(part, int))
+        msg = err["msg"]
+        if err["type"] == "missing":
+            msg = "required field is missing"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif msg.startswith("Value error, "):
+            msg = msg.removeprefix("Value error, ")
+        problems.append(f"{where}.{loc}: {msg}" if loc else f"{where}: {msg}")
+    return "; ".join(problems)
