@@ -59,6 +59,7 @@ class Source:
     dest: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # keys pixsrc does not know, kept as they are
 
     def to_toml(self) -> dict[str, Any]:
         table: dict[str, Any] = {"name": self.name, "type": self.type, "enabled": self.enabled}
@@ -68,6 +69,8 @@ class Source:
             table["updated_at"] = self.updated_at
         if self.dest:
             table["dest"] = self.dest
+        for key, value in self.extra.items():
+            table.setdefault(key, value)
         table["config"] = dict(self.config)
         return table
 
@@ -132,6 +135,8 @@ def slugify(text: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
     return slug[:64].rstrip("-") or "source"
 
+
+_SOURCE_KEYS = frozenset({"name", "type", "enabled", "config", "dest", "created_at", "updated_at"})
 
 _LOCATION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
@@ -202,7 +207,8 @@ def _parse_sources(path: Path, document: dict[str, Any]) -> dict[str, Source]:
             if value is not None and not isinstance(value, datetime):
                 raise bad(f"{where}.{key}", "must be a TOML date-time such as 2026-11-25T10:00:00Z")
             stamps[key] = value
-        sources[source_id] = Source(source_id, name, type_id, enabled, config, dest, **stamps)
+        extra = {key: value for key, value in table.items() if key not in _SOURCE_KEYS}
+        sources[source_id] = Source(source_id, name, type_id, enabled, config, dest, **stamps, extra=extra)
     return sources
 
 

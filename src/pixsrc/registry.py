@@ -11,12 +11,13 @@ import difflib
 import importlib
 from dataclasses import dataclass
 from functools import cache
-from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
 
 from pixsrc.errors import UsageError
 
 if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
     from pixsrc.types import SourceType
 
 GROUP = "pixsrc.source_types"
@@ -36,6 +37,8 @@ class PluginProblem:
 
 @cache
 def _plugin_entry_points() -> dict[str, EntryPoint]:
+    from importlib.metadata import entry_points  # ~15 ms: only when a plugin type is asked about
+
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 

@@ -50,6 +50,23 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    """A plain aligned table on stdout (rich costs ~25 ms of start-up for this)."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    for row in [headers, *rows]:
+        line = "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+        sys.stdout.write(line.rstrip() + "\n")
+
+
+def choose(label: str, options: list[str], default: str | None = None) -> str:
+    """Ask until the answer is one of ``options``."""
+    while True:
+        answer = typer.prompt(f"{label} ({'/'.join(options)})", default=default)
+        if answer in options:
+            return str(answer)
+        say(f"  choose one of: {', '.join(options)}")
+
+
 def is_interactive(no_input: bool = False) -> bool:
     return not no_input and sys.stdin.isatty()
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pixsrc.cli.common import app_state, handle_errors, is_interactive, print_json, say
+from pixsrc.cli.common import app_state, choose, handle_errors, is_interactive, print_json, print_table, say
 from pixsrc.errors import UsageError
 
 if TYPE_CHECKING:
@@ -54,9 +54,7 @@ def _ask_field(spec: FieldSpec, current: Any) -> Any:
     if spec.type == "boolean":
         return typer.confirm(label, default=bool(current))
     if spec.type == "select" and spec.options:
-        import click
-
-        return typer.prompt(label, default=current, type=click.Choice(spec.options), show_choices=True)
+        return choose(label, spec.options, current)
     shown = ",".join(current) if isinstance(current, list) else current
     answer = typer.prompt(label, default="" if shown is None and not spec.required else shown,
                           show_default=shown not in (None, ""))
@@ -96,11 +94,14 @@ def _pick_type() -> str:
     say("Source types:")
     for number, stype in enumerate(types, 1):
         say(f"  {number}. {stype.id:16} {stype.description}")
-    import click
-
-    choice = typer.prompt("Type (number or id)", type=click.Choice(
-        [t.id for t in types] + [str(n) for n in range(1, len(types) + 1)]), show_choices=False)
-    return types[int(choice) - 1].id if choice.isdigit() else choice
+    ids = [t.id for t in types]
+    while True:
+        choice = typer.prompt("Type (number or id)").strip()
+        if choice in ids:
+            return choice
+        if choice.isdigit() and 1 <= int(choice) <= len(ids):
+            return ids[int(choice) - 1]
+        say(f"  choose a number from 1 to {len(ids)} or one of: {', '.join(ids)}")
 
 
 def _ask_api_key(stype: SourceType) -> str | None:
@@ -193,16 +194,9 @@ def register(app: typer.Typer) -> None:
         if not rows:
             say(f"no sources in {cfg.path}; add one with `pixsrc add`")
             return
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(box=None, pad_edge=False)
-        for column in ("ID", "NAME", "TYPE", "ENABLED", "DEST"):
-            table.add_column(column, overflow="fold")
-        for s in rows:
-            kind = s.type if registry.is_installed(s.type) else f"{s.type} (not installed)"
-            table.add_row(s.id, s.name, kind, "yes" if s.enabled else "no", s.dest or "")
-        Console(soft_wrap=True).print(table)
+        print_table(["ID", "NAME", "TYPE", "ENABLED", "DEST"], [
+            [s.id, s.name, s.type if registry.is_installed(s.type) else f"{s.type} (not installed)",
+             "yes" if s.enabled else "no", s.dest or ""] for s in rows])
 
     @app.command(epilog="Example: pixsrc show client-assets --json")
     @handle_errors
@@ -230,7 +224,15 @@ def register(app: typer.Typer) -> None:
         data["problem"] = problem
         if json_out:
             print_json(data)
-            return
+        else:
+            _print_source(source, data, problem)
+        if problem:  # shown in full above, but scripts and cron must notice: exit 2 like fetch would
+            from pixsrc.errors import ConfigError
+
+            raise ConfigError(problem, hint=f"fix it with `pixsrc edit {source.id}`" if data["available"] else
+                              f"reinstall the plugin that provides it, or `pixsrc remove {source.id}`")
+
+    def _print_source(source: Source, data: dict[str, Any], problem: str | None) -> None:
         lines = [f"{source.name} ({source.id})", f"  type:     {source.type}",
                  f"  enabled:  {'yes' if source.enabled else 'no'}", f"  dest:     {source.dest or '(default)'}"]
         lines += [f"  {key}: {value}" for key, value in source.config.items()]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from pixsrc.cli.common import handle_errors, print_json, say
+from pixsrc.cli.common import handle_errors, print_json, print_table, say
 
 
 def register(app: typer.Typer) -> None:
@@ -39,14 +39,7 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json([t.as_dict() for t in types])
         else:
-            from rich.console import Console
-            from rich.table import Table
-
-            table = Table(box=None, pad_edge=False)
-            for column in ("TYPE", "NAME", "CATEGORY", "AUTH", "DESCRIPTION"):
-                table.add_column(column, overflow="fold")
-            for t in types:
-                table.add_row(t.id, t.name, t.category, t.auth.kind, t.description)
-            Console(soft_wrap=True).print(table)
+            print_table(["TYPE", "NAME", "CATEGORY", "AUTH", "DESCRIPTION"],
+                        [[t.id, t.name, t.category, t.auth.kind, t.description] for t in types])
         for problem in problems:
             say(f"warning: plugin type {problem.type_id!r} ({problem.origin}): {problem.error}")
