@@ -138,6 +138,8 @@ def slugify(text: str) -> str:
 
 _SOURCE_KEYS = frozenset({"name", "type", "enabled", "config", "dest", "created_at", "updated_at"})
 
+# tomli-w writes "2026-11-25 10:00:00+00:00"; keep the file in the documented RFC 3339 "T...Z" form
+_UTC_DATETIME = re.compile(r"^(\s*[A-Za-z0-9_-]+ = )(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d(?:\.\d+)?)\+00:00$", re.M)
 _LOCATION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
@@ -220,7 +222,8 @@ def save_config(config: Config) -> None:
     document["sources"] = {sid: src.to_toml() for sid, src in config.sources.items()}
     if not document["sources"]:
         del document["sources"]
-    atomic_write(config.path, tomli_w.dumps(document).encode("utf-8"))
+    text = _UTC_DATETIME.sub(r"\1\2T\3Z", tomli_w.dumps(document))
+    atomic_write(config.path, text.encode("utf-8"))
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:

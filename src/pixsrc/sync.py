@@ -19,7 +19,6 @@ Assets in the manifest that the source no longer lists are reported as "deleted"
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import stat
 import threading
@@ -143,7 +142,7 @@ class SyncRun:
             return list(self.controller.list_assets())
         except PixsrcError:
             raise
-        except (HttpError, OSError, http.client.HTTPException) as exc:
+        except (HttpError, OSError) as exc:
             raise SourceUnavailable(f"{self.source_id}: listing failed: {exc}") from None
 
     def __iter__(self) -> Iterator[Outcome]:
@@ -203,7 +202,8 @@ class SyncRun:
                            error="a file pixsrc did not write is in the way; use --force to replace it"), None
         if entry.path != path:
             old = self.dest / entry.path
-            if entry.version == asset.version and st is None and self._intact(_lstat(old), entry):
+            if (entry.version == asset.version and st is None and self._plain_parents(old)
+                    and self._intact(_lstat(old), entry)):
                 return self._rename(asset, old, path, entry), None
             return None, _Job(asset, path, "updated")
         if st is None:
@@ -242,6 +242,10 @@ class SyncRun:
         if not self.options.prune:
             return Outcome(asset_id, entry.path, "deleted", error="deleted at the source; --prune removes it")
         target = self.dest / entry.path
+        if not self._plain_parents(target):  # never delete through a symlink the user put there
+            if not self.options.dry_run:
+                self.state.forget(self.source_id, [asset_id])
+            return Outcome(asset_id, entry.path, "deleted")
         if self.options.dry_run:
             return Outcome(asset_id, entry.path, "pruned")
         if self._intact(_lstat(target), entry):
@@ -252,6 +256,18 @@ class SyncRun:
             action = "deleted"  # changed or gone locally: not ours any more, keep it
         self.state.forget(self.source_id, [asset_id])
         return Outcome(asset_id, entry.path, action)
+
+    def _plain_parents(self, target: Path) -> bool:
+        """True if every folder between dest and ``target`` is a real folder (no symlink)."""
+        current = self.dest
+        for part in target.parent.relative_to(self.dest).parts:
+            current = current / part
+            st = _lstat(current)
+            if st is None:
+                return True  # nothing below a missing folder can be reached through a link
+            if not stat.S_ISDIR(st.st_mode):
+                return False
+        return True
 
     def _remove_empty_parents(self, folder: Path) -> None:
         while folder != self.dest and self.dest in folder.parents:
@@ -312,7 +328,7 @@ class SyncRun:
             raise
         except Cancelled:
             raise KeyboardInterrupt from None
-        except (AssetError, HttpError, OSError, http.client.HTTPException) as exc:
+        except (AssetError, HttpError, OSError) as exc:
             return Outcome(job.asset.id, job.path, "failed", error=str(exc) or type(exc).__name__), None
         return Outcome(job.asset.id, job.path, job.action, size), entry
 
@@ -340,15 +356,16 @@ class SyncRun:
         self._safe_parent(target)
         part = target.parent / _part_name(asset)
         attempt = 0
+        received = [0]  # bytes over the wire in this run, failed attempts included
         while True:
             try:
-                written = self._stream_into(asset, part)
+                written = self._stream_into(asset, part, received)
                 break
             except (AssetError, HttpError) as exc:
                 if not exc.retryable or attempt >= self.options.retries:
                     raise
-            except (OSError, http.client.HTTPException) as exc:
-                if isinstance(exc, OSError) and not _network_error(exc) or attempt >= self.options.retries:
+            except OSError as exc:
+                if not _network_error(exc) or attempt >= self.options.retries:
                     raise AssetError(f"{type(exc).__name__}: {exc}") from None
             interruptible_wait(backoff_delay(attempt))
             attempt += 1
@@ -357,7 +374,7 @@ class SyncRun:
             part.unlink(missing_ok=True)
             raise AssetError(f"a folder is in the way at {job.path}")
         os.replace(part, target)
-        return self._record_file(asset, job.path, target, written[1], record=False), written[0]
+        return self._record_file(asset, job.path, target, written[1], record=False), received[0]
 
     def _record_file(self, asset: Asset, path: str, target: Path, sha256: str | None = None,
                      record: bool = True) -> Entry:
@@ -371,8 +388,11 @@ class SyncRun:
             self.state.record(self.source_id, [entry])
         return entry
 
-    def _stream_into(self, asset: Asset, part: Path) -> tuple[int, str]:
-        """Download (or resume) into ``part``; verify; return (bytes received now, sha256)."""
+    def _stream_into(self, asset: Asset, part: Path, counter: list[int] | None = None) -> tuple[int, str]:
+        """Download (or resume) into ``part``; verify; return (bytes received now, sha256).
+
+        ``counter[0]`` is increased as bytes arrive, so an attempt that fails half-way still counts.
+        """
         offset = part.stat().st_size if part.exists() else 0
         if asset.size is not None and offset > asset.size:
             offset = 0
@@ -398,6 +418,8 @@ class SyncRun:
                     if check:
                         check.update(chunk)
                     received += len(chunk)
+                    if counter is not None:
+                        counter[0] += len(chunk)
                     if self.on_bytes:
                         self.on_bytes(len(chunk))
                 size = out.tell()

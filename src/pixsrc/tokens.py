@@ -52,8 +52,13 @@ def _no_keyring(source_id: str, reason: str) -> KeyringUnavailable:
     )
 
 
+_hung: list[float] = []  # once the keyring timed out, later calls in this process fail at once
+
+
 def _keyring_call(source_id: str, call: Callable[[], T]) -> T:
     timeout = float(os.environ.get("PIXSRC_KEYRING_TIMEOUT", "10"))
+    if _hung:
+        raise _no_keyring(source_id, f"the keyring did not answer within {_hung[0]:g} s (locked or hung?)")
     outcome: dict[str, object] = {}
 
     def run() -> None:
@@ -66,6 +71,7 @@ def _keyring_call(source_id: str, call: Callable[[], T]) -> T:
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
+        _hung.append(timeout)
         raise _no_keyring(source_id, f"the keyring did not answer within {timeout:g} s (locked or hung?)")
     if "error" in outcome:
         exc = outcome["error"]
@@ -152,8 +158,14 @@ def delete(source_id: str) -> list[str]:
             except PasswordDeleteError:
                 return False
 
-        if _keyring_call(source_id, drop):
-            removed.append("keyring")
+        try:
+            if _keyring_call(source_id, drop):
+                removed.append("keyring")
+        except KeyringUnavailable:
+            if not removed:
+                raise
+            # found and deleted in the file store: a keyring that does not work (the usual reason to
+            # opt in to the file) must not turn a successful logout into an error
     return removed
 
 

@@ -105,6 +105,39 @@ def _kind_of(annotation: Any) -> tuple[FieldKind, list[str] | None]:
 
 
 @dataclass(frozen=True)
+class OAuthProvider:
+    """A provider's OAuth 2.0 facts. Every URL can be overridden in ``[providers.<name>]``.
+
+    ``loopback_port``: None when the provider accepts any loopback port (RFC 8252 section 7.3,
+    Google desktop clients), else the fixed default port of the redirect URI users register.
+    ``client_auth``: how a client secret reaches the token endpoint (``basic`` or ``post``);
+    ``secret``: whether the provider needs one at all (``none`` when PKCE replaces it).
+    """
+
+    name: str
+    display_name: str
+    authorize_url: str
+    token_url: str
+    api_base_url: str
+    revoke_url: str | None = None
+    revoke_style: Literal["rfc7009", "bearer", "none"] = "rfc7009"
+    content_base_url: str | None = None
+    issuer: str | None = None
+    scope_separator: str = " "
+    pkce: bool = True
+    secret: Literal["none", "optional", "required"] = "none"
+    client_auth: Literal["basic", "post"] = "post"
+    loopback_port: int | None = None
+    redirect_path: str = "/callback"
+    authorize_params: tuple[tuple[str, str], ...] = ()
+    refresh_params: tuple[tuple[str, str], ...] = ()
+    rotates_refresh_token: bool = False
+    refresh_token_days: int | None = None
+    limits_note: str | None = None
+    console_url: str | None = None
+
+
+@dataclass(frozen=True)
 class AuthSpec:
     """How a source authenticates. ``required=False`` means the credential is optional."""
 
@@ -113,6 +146,7 @@ class AuthSpec:
     scopes: tuple[str, ...] = ()
     required: bool = True
     label: str = "API key"
+    oauth: OAuthProvider | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "provider": self.provider, "scopes": list(self.scopes), "required": self.required}

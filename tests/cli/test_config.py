@@ -4,7 +4,6 @@ broken files, invalid source configs, uninstalled types, and secrets kept out of
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import tomllib
@@ -12,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
 from support.cli import pixsrc_exe, run, run_subprocess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,9 +30,20 @@ def add_local(name: str, *extra: str) -> None:
 
 
 def test_add_writes_the_documented_shape(config_file: Path) -> None:
-    result = run("add", "remote-gallery", "--name", "Client Assets",
-                 "--set", "url=https://assets.example.com/gallery/", "--set", "index=json",
-                 "--set", "include=*.png, *.jpg", "--dest", "/srv/assets")
+    result = run(
+        "add",
+        "remote-gallery",
+        "--name",
+        "Client Assets",
+        "--set",
+        "url=https://assets.example.com/gallery/",
+        "--set",
+        "index=json",
+        "--set",
+        "include=*.png, *.jpg",
+        "--dest",
+        "/srv/assets",
+    )
     assert result.exit_code == 0, result.stderr
     assert "added 'client-assets'" in result.stderr
     document = read_toml(config_file)
@@ -49,19 +58,24 @@ def test_add_writes_the_documented_shape(config_file: Path) -> None:
     assert isinstance(table["created_at"], datetime) and table["created_at"].utcoffset().total_seconds() == 0
     assert table["updated_at"] == table["created_at"]
     # only the keys given, in their converted form (a list, not the raw string)
-    assert table["config"] == {"url": "https://assets.example.com/gallery/", "index": "json",
-                               "include": ["*.png", "*.jpg"]}
+    assert table["config"] == {
+        "url": "https://assets.example.com/gallery/",
+        "index": "json",
+        "include": ["*.png", "*.jpg"],
+    }
 
 
 def test_round_trip_through_list_json(config_file: Path) -> None:
     add_local("Inbox", "--disabled")
     listed = json.loads(run("list", "--json").stdout)
     assert [(s["id"], s["name"], s["type"], s["enabled"], s["available"]) for s in listed] == [
-        ("inbox", "Inbox", "local-fs", False, True)]
+        ("inbox", "Inbox", "local-fs", False, True)
+    ]
     assert listed[0]["config"] == {"path": str(SAMPLES)}
     document = read_toml(config_file)
     assert listed[0]["created_at"] == document["sources"]["inbox"]["created_at"].isoformat().replace(
-        "+00:00", "Z")
+        "+00:00", "Z"
+    )
 
 
 # -- what survives a rewrite -------------------------------------------------------------------------
@@ -116,19 +130,27 @@ def _foreign_parts(document: dict) -> dict:
 EXPECTED_FOREIGN = {
     "top_level_note": "kept",
     "defaults": {"dest": "/srv/pixsrc", "parallel": 3},
-    "providers": {"google": {"client_id": "abc.apps.example.com", "scopes": ["photos.readonly"],
-                             "extra": {"nested": True}}},
+    "providers": {
+        "google": {
+            "client_id": "abc.apps.example.com",
+            "scopes": ["photos.readonly"],
+            "extra": {"nested": True},
+        }
+    },
     "ui": {"theme": "dark", "colors": [1, 2, 3]},
 }
 
 
-@pytest.mark.parametrize("command", [
-    ["add", "local-fs", "--name", "New", "--set", "path=/tmp/new"],
-    ["edit", "inbox", "--set", "recursive=false"],
-    ["edit", "stale", "--name", "Renamed"],
-    ["remove", "stale", "--yes"],
-    ["disable", "inbox"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["add", "local-fs", "--name", "New", "--set", "path=/tmp/new"],
+        ["edit", "inbox", "--set", "recursive=false"],
+        ["edit", "stale", "--name", "Renamed"],
+        ["remove", "stale", "--yes"],
+        ["disable", "inbox"],
+    ],
+)
 def test_unknown_tables_and_keys_survive_writes(config_file: Path, command: list[str]) -> None:
     config_file.parent.mkdir(parents=True)
     config_file.write_text(FOREIGN)
@@ -145,8 +167,11 @@ def test_unknown_tables_and_keys_survive_writes(config_file: Path, command: list
 def test_each_write_keeps_the_others(config_file: Path) -> None:
     config_file.parent.mkdir(parents=True)
     config_file.write_text(FOREIGN)
-    for command in (["add", "local-fs", "--name", "New", "--set", "path=/tmp/new"],
-                    ["edit", "new", "--set", "all_files=true"], ["remove", "stale", "--yes"]):
+    for command in (
+        ["add", "local-fs", "--name", "New", "--set", "path=/tmp/new"],
+        ["edit", "new", "--set", "all_files=true"],
+        ["remove", "stale", "--yes"],
+    ):
         result = run(*command)
         assert result.exit_code == 0, result.stderr
     document = read_toml(config_file)
@@ -178,8 +203,9 @@ def test_mode_0600_even_when_the_user_file_was_world_readable(config_file: Path)
     assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
 
 
-def test_failed_write_leaves_the_old_file_and_no_temp_file(config_file: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_leaves_the_old_file_and_no_temp_file(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     add_local("One")
     before = config_file.read_bytes()
 
@@ -196,8 +222,13 @@ def test_failed_write_leaves_the_old_file_and_no_temp_file(config_file: Path,
 
 def test_twenty_concurrent_adds_all_land(config_file: Path) -> None:
     procs = [
-        subprocess.Popen([*pixsrc_exe(), "add", "local-fs", "--name", f"Source {n:02d}", "--set", f"path=/tmp/{n}"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [*pixsrc_exe(), "add", "local-fs", "--name", f"Source {n:02d}", "--set", f"path=/tmp/{n}"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for n in range(20)
     ]
     outcomes = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
@@ -216,16 +247,19 @@ def test_twenty_concurrent_adds_all_land(config_file: Path) -> None:
 BROKEN = b'version = 1\n\n[sources.inbox]\nname = "Inbox\ntype = "local-fs"\n'
 
 
-@pytest.mark.parametrize("command", [
-    ["add", "local-fs", "--name", "New", "--set", "path=/tmp/new"],
-    ["edit", "inbox", "--set", "recursive=false"],
-    ["remove", "inbox", "--yes"],
-    ["enable", "inbox"],
-    ["disable", "inbox"],
-    ["list"],
-    ["show", "inbox"],
-    ["fetch", "inbox"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["add", "local-fs", "--name", "New", "--set", "path=/tmp/new"],
+        ["edit", "inbox", "--set", "recursive=false"],
+        ["remove", "inbox", "--yes"],
+        ["enable", "inbox"],
+        ["disable", "inbox"],
+        ["list"],
+        ["show", "inbox"],
+        ["fetch", "inbox"],
+    ],
+)
 def test_broken_toml_is_reported_with_location_and_left_alone(config_file: Path, command: list[str]) -> None:
     config_file.parent.mkdir(parents=True)
     config_file.write_bytes(BROKEN)
@@ -234,8 +268,10 @@ def test_broken_toml_is_reported_with_location_and_left_alone(config_file: Path,
     assert f"{config_file}:4:14: invalid TOML" in result.stderr
     assert result.stdout == ""
     assert config_file.read_bytes() == BROKEN
-    assert sorted(p.name for p in config_file.parent.iterdir()) in (["sources.toml"],
-                                                                    ["sources.toml", "sources.toml.lock"])
+    assert sorted(p.name for p in config_file.parent.iterdir()) in (
+        ["sources.toml"],
+        ["sources.toml", "sources.toml.lock"],
+    )
 
 
 def test_broken_toml_in_a_subprocess_too(config_file: Path) -> None:
@@ -277,7 +313,10 @@ def test_show_names_the_invalid_field(config_file: Path) -> None:
     config_file.write_text(INVALID_URL)
     result = run("show", "gallery")
     assert result.exit_code == 2
-    assert "sources.gallery.config.url: must be an http:// or https:// URL with a host" in result.stdout + result.stderr
+    assert (
+        "sources.gallery.config.url: must be an http:// or https:// URL with a host"
+        in result.stdout + result.stderr
+    )
     as_json = run("show", "gallery", "--json")
     assert as_json.exit_code == 2
     data = json.loads(as_json.stdout)
@@ -318,8 +357,12 @@ def test_uninstalled_type_is_kept_listed_and_refused(config_file: Path, tmp_path
     add_local("Inbox")
     assert run("disable", "inbox").exit_code == 0
     document = read_toml(config_file)
-    assert document["sources"]["old"] == {"name": "Old plugin source", "type": "gone-plugin", "enabled": True,
-                                          "config": {"token_path": "/x", "pages": 3}}
+    assert document["sources"]["old"] == {
+        "name": "Old plugin source",
+        "type": "gone-plugin",
+        "enabled": True,
+        "config": {"token_path": "/x", "pages": 3},
+    }
 
     listed = {s["id"]: s for s in json.loads(run("list", "--json").stdout)}
     assert listed["old"]["available"] is False
@@ -353,7 +396,12 @@ def test_auth_login_keeps_the_key_out_of_the_config(config_file: Path, isolated:
     assert config_file.read_bytes() == before
     for path in config_file.parent.rglob("*"):
         assert SECRET.encode() not in path.read_bytes()
-    for command in (["show", "gallery"], ["show", "gallery", "--json"], ["list", "--json"], ["auth", "status"]):
+    for command in (
+        ["show", "gallery"],
+        ["show", "gallery", "--json"],
+        ["list", "--json"],
+        ["auth", "status"],
+    ):
         out = run(*command)
         assert SECRET not in out.stdout + out.stderr
     import keyring

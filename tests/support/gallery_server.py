@@ -21,6 +21,7 @@ import hashlib
 import html
 import json
 import mimetypes
+import posixpath
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +45,8 @@ class Request:
     def rel(self) -> str | None:
         """The decoded path relative to the gallery, or None for a path outside it."""
         path = unquote(urlsplit(self.path).path)
+        if "/../" in path + "/" or "/./" in path + "/":  # dot segments, as a server would resolve them
+            path = posixpath.normpath(path) + ("/" if path.endswith("/") else "")
         return path[len(PREFIX):] if path.startswith(PREFIX) else None
 
 
@@ -59,14 +62,15 @@ class GalleryServer:
     html_style: str = "nginx"
     page_size: int | None = None
     requests: list[Request] = field(default_factory=list)
-    extra_links: list[str] = field(default_factory=list)  # hrefs added to every listing
+    extra_links: list[str] = field(default_factory=list)  # hrefs added to the gallery's top listing
     index_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # rel -> fields to replace
     index_urls: bool = True  # give each index entry a "url" (else clients derive it from "path")
     bearer: str | None = None
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location (301)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._once: dict[str, list[str | int]] = {}
+        self._once: dict[str, list[Any]] = {}
         self._status: dict[str, int] = {}
         self._virtual: list[tuple[str, _Blob]] = []  # (index path, content) served at _blob/<n>
         self._httpd: ThreadingHTTPServer | None = None
@@ -157,10 +161,14 @@ class GalleryServer:
         else:
             self._status[rel] = status
 
+    def replace_after_head(self, rel: str, data: bytes) -> None:
+        """Once the next HEAD of ``rel`` is answered, its content becomes ``data`` (a race, made exact)."""
+        self._once.setdefault(rel, []).append(("replace", data))  # type: ignore[arg-type]
+
     def require_bearer(self, key: str | None) -> None:
         self.bearer = key
 
-    def _take_fault(self, rel: str, kinds: tuple[type, ...]) -> str | int | None:
+    def _take_fault(self, rel: str, kinds: tuple[type, ...]) -> Any:
         with self._lock:
             queue = self._once.get(rel)
             if queue and isinstance(queue[0], kinds):
@@ -250,7 +258,7 @@ class GalleryServer:
             name = child.name + ("/" if child.is_dir() else "")
             rows.append((name, st.st_mtime, None if child.is_dir() else st.st_size))
         return {"nginx": _nginx, "apache": _apache, "python": _python}[self.html_style](
-            url_path, rows, self.extra_links)
+            url_path, rows, self.extra_links if url_path == PREFIX else [])
 
 
 def _rfc3339(mtime: float) -> str:
@@ -267,7 +275,8 @@ def _nginx(url_path: str, rows: list[tuple[str, float, int | None]], extra: list
     lines += [f'<a href="{html.escape(href)}">{html.escape(href)}</a>' for href in extra]
     title = html.escape(url_path)
     return (f"<html>\r\n<head><title>Index of {title}</title></head>\r\n<body>\r\n"
-            f"<h1>Index of {title}</h1><hr><pre>" + "\r\n".join(lines) + "\r\n</pre><hr></body>\r\n</html>\r\n")
+            f"<h1>Index of {title}</h1><hr><pre>" + "\r\n".join(lines)
+            + "\r\n</pre><hr></body>\r\n</html>\r\n")
 
 
 def _apache(url_path: str, rows: list[tuple[str, float, int | None]], extra: list[str]) -> str:
@@ -307,7 +316,8 @@ def _python(url_path: str, rows: list[tuple[str, float, int | None]], extra: lis
            f"<title>Directory listing for {title}</title>", "</head>", "<body>",
            f"<h1>Directory listing for {title}</h1>", "<hr>", "<ul>"]
     for name, _mtime, _size in rows:
-        out.append(f'<li><a href="{quote(name, errors="surrogatepass")}">{html.escape(name, quote=False)}</a></li>')
+        href = quote(name, errors="surrogatepass")
+        out.append(f'<li><a href="{href}">{html.escape(name, quote=False)}</a></li>')
     for href in extra:
         out.append(f'<li><a href="{html.escape(href)}">{html.escape(href)}</a></li>')
     out += ["</ul>", "<hr>", "</body>", "</html>", ""]
@@ -351,6 +361,9 @@ class _Handler(BaseHTTPRequestHandler):
         if gallery.bearer is not None and self.headers.get("Authorization") != f"Bearer {gallery.bearer}":
             self._send(401, b"unauthorized\n", {"WWW-Authenticate": 'Bearer realm="gallery"'}, head)
             return
+        if parts.path in gallery.redirects:
+            self._send(301, b"", {"Location": gallery.redirects[parts.path]}, head)
+            return
         if not path.startswith(PREFIX):
             if path + "/" == PREFIX:
                 self._send(301, b"", {"Location": PREFIX}, head)
@@ -389,7 +402,11 @@ class _Handler(BaseHTTPRequestHandler):
             data, mtime = target.read_bytes(), target.stat().st_mtime
         else:
             data, mtime = target.data, target.mtime
+        # taken before answering: once the client has the answer, the test may queue the next fault
+        replacement = gallery._take_fault(rel, (tuple,)) if head else None
         self._file(rel, data, mtime, head)
+        if replacement is not None:
+            gallery.write(rel, replacement[1])
 
     def _file(self, rel: str, data: bytes, mtime: float, head: bool) -> None:
         etag = '"' + hashlib.sha256(data).hexdigest()[:20] + '"'

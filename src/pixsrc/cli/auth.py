@@ -12,6 +12,7 @@ from pixsrc.cli.common import app_state, handle_errors, is_interactive, print_js
 from pixsrc.errors import UsageError
 
 app = typer.Typer(help="Log sources in and out; credentials live in the OS keyring, never in the config.",
+                  epilog="Example: printf %s \"$KEY\" | pixsrc auth login client-assets --api-key-stdin",
                   no_args_is_help=True)
 
 SourceArg = Annotated[str, typer.Argument(metavar="SOURCE", help="Id or name.")]

@@ -37,6 +37,8 @@ def _parse_sets(stype: SourceType, pairs: list[str]) -> dict[str, Any]:
         if key not in fields:
             raise UsageError(f"--set {key}: {stype.id} has no field {key!r}",
                              hint="its fields: " + ", ".join(fields))
+        if fields[key].required and not raw.strip():
+            raise UsageError(f"--set {key}: {fields[key].label} is required and must not be empty")
         values[key] = _parse_value(fields[key], raw)
     return values
 
@@ -58,6 +60,8 @@ def _ask_field(spec: FieldSpec, current: Any) -> Any:
     shown = ",".join(current) if isinstance(current, list) else current
     answer = typer.prompt(label, default="" if shown is None and not spec.required else shown,
                           show_default=shown not in (None, ""))
+    if shown not in (None, "") and answer == shown:
+        return current  # Enter on the shown default: keep it as it was (typed), do not pin "10" as a value
     return _parse_value(spec, str(answer)) if answer != "" else None
 
 

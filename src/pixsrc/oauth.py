@@ -1,0 +1,511 @@
+"""OAuth 2.0 for native apps: loopback authorization-code flow with PKCE, refresh, revocation.
+
+Login (RFC 8252, RFC 7636, RFC 9700): a listener on 127.0.0.1 only (an ephemeral port where the
+provider accepts any loopback port, else the provider's fixed registered port), an authorize URL
+with ``state`` (256 bits) and an S256 code challenge, then two answers are awaited at once: the
+browser's redirect to the listener, and the user pasting the redirect URL (or the bare code) into
+the terminal — the way to log in from a headless machine over SSH. The first valid answer wins.
+
+Tokens are kept by ``pixsrc.tokens`` as a small JSON blob per source. ``OAuthSession`` hands out
+access tokens, refreshing 60 s before expiry and once after a 401, under a cross-process lock
+that re-reads the stored blob first, so two processes never burn each other's rotated refresh
+token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import os
+import queue
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any, TextIO
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from pixsrc import redact
+from pixsrc.errors import AuthRequired, ConfigError, UsageError
+from pixsrc.types import OAuthProvider
+
+REFRESH_SKEW = 60.0
+OVERRIDABLE = ("authorize_url", "token_url", "revoke_url", "api_base_url", "content_base_url", "issuer")
+PROVIDER_KEYS = {"client_id", "redirect_port", *OVERRIDABLE, "max_concurrency", "requests_per_second"}
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """A provider's defaults with the user's ``[providers.<name>]`` overrides applied."""
+
+    provider: OAuthProvider
+    client_id: str | None
+    redirect_port: int | None
+    extra: Mapping[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        if name in OVERRIDABLE:
+            return self.extra.get(name) or getattr(self.provider, name)
+        raise AttributeError(name)
+
+    @property
+    def secret_env(self) -> str:
+        return f"PIXSRC_{self.provider.name.upper().replace('-', '_')}_CLIENT_SECRET"
+
+    def client_secret(self) -> str | None:
+        from pixsrc import tokens
+
+        value = os.environ.get(self.secret_env)
+        if not value:
+            credential = tokens.get(client_secret_key(self.provider.name))
+            value = credential.value if credential else None
+        redact.register(value)
+        return value
+
+
+def client_secret_key(provider: str) -> str:
+    return f"client-{provider}"
+
+
+def settings_for(provider: OAuthProvider, providers_table: Mapping[str, Any]) -> ProviderSettings:
+    table = providers_table.get(provider.name, {})
+    where = f"providers.{provider.name}"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    for key, value in table.items():
+        if key not in PROVIDER_KEYS:
+            raise ConfigError(f"{where}.{key}: unknown setting", hint="known: " + ", ".join(sorted(PROVIDER_KEYS)))
+        if key in OVERRIDABLE and not (isinstance(value, str) and value.startswith(("http://", "https://"))):
+            raise ConfigError(f"{where}.{key}: must be an http(s) URL")
+    port = table.get("redirect_port", provider.loopback_port)
+    if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
+        raise ConfigError(f"{where}.redirect_port: must be a port number")
+    client_id = os.environ.get(f"PIXSRC_{provider.name.upper().replace('-', '_')}_CLIENT_ID") or table.get("client_id")
+    return ProviderSettings(provider, client_id or None, port, table)
+
+
+def setup_steps(settings: ProviderSettings, source_id: str) -> str:
+    p = settings.provider
+    redirect = (f"http://127.0.0.1:{settings.redirect_port}{p.redirect_path}" if settings.redirect_port
+                else f"http://127.0.0.1{p.redirect_path} (any port: a Desktop-app client)")
+    steps = [f"create an OAuth client at {p.console_url or p.display_name + ' developer console'}",
+             f"register the redirect URI {redirect}",
+             f"put its id in the config: [providers.{p.name}] client_id = \"...\""]
+    if p.secret != "none":
+        steps.append(f"store its secret: pixsrc auth client {p.name} (or set {settings.secret_env})")
+    steps.append(f"then run: pixsrc auth login {source_id}")
+    return "; ".join(steps)
+
+
+# -- tokens --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TokenSet:
+    provider: str
+    access_token: str | None
+    refresh_token: str | None
+    expires_at: float | None
+    scope: str | None
+    token_type: str = "Bearer"
+    obtained_at: float = 0.0
+    refresh_obtained_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"TokenSet(provider={self.provider!r}, expires_at={self.expires_at!r}, scope={self.scope!r})"
+
+    def fresh(self, now: float | None = None) -> bool:
+        if not self.access_token:
+            return False
+        return self.expires_at is None or self.expires_at - REFRESH_SKEW > (now or time.time())
+
+    def to_json(self) -> str:
+        data = {k: v for k, v in asdict(self).items() if v is not None}
+        return json.dumps({"v": 1, **data}, separators=(",", ":"))
+
+    def to_bundle(self) -> str:
+        """For CI: base64 JSON with what a run needs (no access token: it would go stale)."""
+        data = {"v": 1, "provider": self.provider, "refresh_token": self.refresh_token, "scope": self.scope}
+        return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
+
+    @classmethod
+    def parse(cls, text: str) -> TokenSet:
+        """From the keyring's JSON blob or from an exported (base64) bundle."""
+        text = text.strip()
+        try:
+            data = json.loads(text if text.startswith("{") else base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+            if not isinstance(data, dict) or "provider" not in data:
+                raise ValueError("not a pixsrc token")
+            fields = {k: data.get(k) for k in cls.__dataclass_fields__}
+            fields["token_type"] = fields["token_type"] or "Bearer"
+            fields["obtained_at"] = fields["obtained_at"] or 0.0
+            tokens = cls(**fields)
+        except (ValueError, TypeError) as exc:
+            raise AuthRequired(f"the stored OAuth credential is unreadable ({type(exc).__name__})") from None
+        redact.register(tokens.access_token)
+        redact.register(tokens.refresh_token)
+        return tokens
+
+
+def _token_set(provider: str, answer: Mapping[str, Any], previous: TokenSet | None = None) -> TokenSet:
+    now = time.time()
+    access = answer.get("access_token")
+    if not isinstance(access, str) or not access:
+        raise AuthRequired("the token endpoint answered without an access_token")
+    refresh = answer.get("refresh_token")
+    rotated = isinstance(refresh, str) and bool(refresh)
+    expires_in = answer.get("expires_in")
+    redact.register(access)
+    redact.register(refresh if rotated else None)
+    return TokenSet(
+        provider=provider,
+        access_token=access,
+        refresh_token=refresh if rotated else (previous.refresh_token if previous else None),
+        expires_at=now + float(expires_in) if isinstance(expires_in, int | float) else None,
+        scope=answer.get("scope") or (previous.scope if previous else None),
+        token_type=str(answer.get("token_type") or "Bearer"),
+        obtained_at=now,
+        refresh_obtained_at=now if rotated or previous is None else previous.refresh_obtained_at,
+    )
+
+
+def token_request(settings: ProviderSettings, form: dict[str, str]) -> dict[str, Any]:
+    """POST to the token endpoint; RFC 6749 section 5.2 errors become AuthRequired (exit 3)."""
+    from pixsrc.http import HttpClient, HttpError
+
+    provider = settings.provider
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+    form = {**form, "client_id": settings.client_id or ""}
+    secret = settings.client_secret() if provider.secret != "none" else None
+    if provider.secret == "required" and not secret:
+        raise UsageError(f"no client secret for {provider.display_name}",
+                         hint=f"store it: pixsrc auth client {provider.name} (or set {settings.secret_env})")
+    if secret and provider.client_auth == "basic":
+        pair = f"{settings.client_id}:{secret}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        del form["client_id"]
+    elif secret:
+        form["client_secret"] = secret
+    client = HttpClient(retries=2)
+    try:
+        response = client.request("POST", settings.token_url, headers=headers, body=urlencode(form).encode())
+        body = response.read_all(1 << 20)
+    except HttpError as exc:
+        raise AuthRequired(f"cannot reach the {provider.display_name} token endpoint: {redact.redact(str(exc))}",
+                           hint="check the network (and [providers.%s] token_url), then retry" % provider.name) from None
+    finally:
+        client.close()
+    try:
+        answer = json.loads(body) if body else {}
+    except ValueError:
+        answer = {}
+    if response.status != 200 or not isinstance(answer, dict) or "error" in answer:
+        error = answer.get("error") if isinstance(answer, dict) else None
+        detail = answer.get("error_description") or answer.get("message") if isinstance(answer, dict) else None
+        text = f"{error or 'HTTP ' + str(response.status)}" + (f": {detail}" if detail else "")
+        raise AuthRequired(f"the {provider.display_name} token endpoint refused: {redact.redact(str(text))}",
+                           hint=None)
+    return answer
+
+
+# -- login ---------------------------------------------------------------------------------------
+
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>pixsrc</title>
+<style>body{{font:16px system-ui,sans-serif;margin:15vh auto;max-width:34em;padding:0 1em;color:#222}}
+h1{{font-size:1.4em}}</style></head><body><h1>{title}</h1><p>{text}</p></body></html>"""
+
+
+@dataclass(frozen=True)
+class _Answer:
+    code: str | None = None
+    error: str | None = None
+    via: str = "browser"
+
+
+def _check_callback(params: Mapping[str, list[str]], state: str, issuer: str | None, via: str) -> _Answer | str:
+    """An _Answer to finish with, or a reason to reject this callback and keep waiting."""
+    got_state = params.get("state", [None])[0]
+    if got_state != state:
+        return "the state parameter is missing or wrong (a stale or forged redirect); ignored"
+    iss = params.get("iss", [None])[0]
+    if iss and issuer and iss.rstrip("/") != issuer.rstrip("/"):
+        return f"the redirect came from issuer {iss!r}, not {issuer!r}; ignored"
+    if error := params.get("error", [None])[0]:
+        description = params.get("error_description", [""])[0]
+        return _Answer(error=f"{error}: {description}" if description else error, via=via)
+    code = params.get("code", [None])[0]
+    if not code:
+        return "the redirect carries no code"
+    return _Answer(code=code, via=via)
+
+
+class _Listener(HTTPServer):
+    def __init__(self, port: int, path: str, state: str, issuer: str | None, title: str,
+                 answers: queue.Queue[_Answer]) -> None:
+        self.callback_path, self.state, self.issuer, self.title, self.answers = path, state, issuer, title, answers
+        self.done = threading.Event()
+        super().__init__(("127.0.0.1", port), _CallbackHandler)
+
+
+class _CallbackHandler(BaseHTTPRequestHandler):
+    server: _Listener
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the request line holds the code
+        pass
+
+    def _page(self, status: int, title: str, text: str) -> None:
+        body = PAGE.format(title=html.escape(title), text=html.escape(text)).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        parts = urlsplit(self.path)
+        if parts.path != self.server.callback_path or self.server.done.is_set():
+            self._page(404, "Not found", "This is pixsrc's sign-in listener; nothing else lives here.")
+            return
+        result = _check_callback(parse_qs(parts.query), self.server.state, self.server.issuer, "browser")
+        if isinstance(result, str):
+            self._page(400, "Sign-in not accepted", f"pixsrc {result}.")
+            print(f"warning: a redirect to the listener was rejected: {result}", file=sys.stderr)
+            return
+        self.server.done.set()
+        if result.error:
+            self._page(200, "Sign-in failed", f"{self.server.title}: {result.error}. Return to the terminal.")
+        else:
+            self._page(200, f"Signed in to {self.server.title}.", "You can close this tab.")
+        self.server.answers.put(result)
+
+
+def _read_pasted(stdin: TextIO, state: str, issuer: str | None, answers: queue.Queue[_Answer],
+                 stop: threading.Event) -> None:
+    for line in stdin:
+        if stop.is_set():
+            return
+        text = line.strip()
+        if not text:
+            continue
+        if "://" in text or text.startswith("?") or "code=" in text:
+            query = urlsplit(text).query if "://" in text else text.lstrip("?")
+            result = _check_callback(parse_qs(query), state, issuer, "paste")
+            if isinstance(result, str):
+                print(f"that URL was not accepted: {result}; paste again", file=sys.stderr)
+                continue
+            answers.put(result)
+        else:  # a bare code (e.g. copied from a provider's page); PKCE still binds it to this login
+            answers.put(_Answer(code=text, via="paste"))
+        return
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(64)  # 86 characters from the unreserved set
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def login(settings: ProviderSettings, scopes: tuple[str, ...], title: str, *, open_browser: bool = True,
+          port: int | None = None, timeout: float = 300.0, stdin: TextIO | None = None,
+          announce: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> TokenSet:
+    provider = settings.provider
+    if not settings.client_id:
+        raise UsageError(f"no OAuth client is set up for {provider.display_name}")
+    listen_port = port if port is not None else (settings.redirect_port or 0)
+    state = secrets.token_urlsafe(32)
+    verifier, challenge = pkce_pair()
+    answers: queue.Queue[_Answer] = queue.Queue()
+    try:
+        listener = _Listener(listen_port, provider.redirect_path, state, settings.issuer, title, answers)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on 127.0.0.1:{listen_port} for the sign-in redirect: {exc.strerror}",
+            hint=(f"free that port, or register another redirect URI with {provider.display_name} and set "
+                  f"[providers.{provider.name}] redirect_port (or pass --port)"),
+        ) from None
+    redirect_uri = f"http://127.0.0.1:{listener.server_address[1]}{provider.redirect_path}"
+    params = {"response_type": "code", "client_id": settings.client_id, "redirect_uri": redirect_uri,
+              "scope": provider.scope_separator.join(scopes), "state": state, **dict(provider.authorize_params)}
+    if provider.pkce:
+        params |= {"code_challenge": challenge, "code_challenge_method": "S256"}
+    sep = "&" if "?" in settings.authorize_url else "?"
+    url = f"{settings.authorize_url}{sep}{urlencode(params)}"
+    server = threading.Thread(target=listener.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,
+                              name="pixsrc-oauth-listener")
+    server.start()
+    stop = threading.Event()
+    announce(f"Open this URL in a browser to sign in to {provider.display_name}:\n\n  {url}\n")
+    announce("Waiting for the browser... On another machine? Paste the address it ends on "
+             "(or the code shown) here and press Enter.")
+    if stdin is not None:
+        threading.Thread(target=_read_pasted, args=(stdin, state, settings.issuer, answers, stop), daemon=True,
+                         name="pixsrc-oauth-paste").start()
+    if open_browser:
+        import webbrowser
+
+        # webbrowser runs $BROWSER and waits for it: never on the thread that serves the callback
+        threading.Thread(target=webbrowser.open, args=(url,), daemon=True, name="pixsrc-browser").start()
+    try:
+        answer = answers.get(timeout=timeout)
+    except queue.Empty:
+        raise AuthRequired(f"no sign-in within {timeout:g} s", hint="run the login again (--timeout SECONDS)") from None
+    finally:
+        stop.set()
+        listener.done.set()
+        listener.shutdown()
+        listener.server_close()
+    if answer.error:
+        raise AuthRequired(f"{provider.display_name} refused the sign-in: {redact.redact(answer.error)}")
+    assert answer.code is not None
+    redact.register(answer.code)
+    form = {"grant_type": "authorization_code", "code": answer.code, "redirect_uri": redirect_uri}
+    if provider.pkce:
+        form["code_verifier"] = verifier
+    return _token_set(provider.name, token_request(settings, form))
+
+
+# -- refresh -------------------------------------------------------------------------------------
+
+class OAuthSession:
+    """Access tokens for one source; refreshes them and stores what the provider returns."""
+
+    def __init__(self, source_id: str, settings: ProviderSettings,
+                 warn: Callable[[str], None] = lambda text: print(f"warning: {text}", file=sys.stderr)) -> None:
+        self.source_id = source_id
+        self.settings = settings
+        self.warn = warn
+        self._lock = threading.Lock()
+        self._tokens, self._stored_in = self._load()
+
+    def _load(self) -> tuple[TokenSet, str]:
+        from pixsrc import tokens
+
+        credential = tokens.get(self.source_id)
+        if credential is None:
+            raise AuthRequired(f"source {self.source_id!r} is not signed in",
+                               hint=f"run: pixsrc auth login {self.source_id}")
+        token_set = TokenSet.parse(credential.value)
+        if token_set.provider != self.settings.provider.name:
+            raise AuthRequired(f"the stored credential of {self.source_id!r} is for {token_set.provider!r}",
+                               hint=f"run: pixsrc auth login {self.source_id}")
+        return token_set, credential.stored_in
+
+    def headers(self) -> dict[str, str]:
+        with self._lock:
+            if not self._tokens.fresh():
+                self._refresh(self._tokens.access_token)
+            return {"Authorization": f"Bearer {self._tokens.access_token}"}
+
+    def unauthorized(self, header: Mapping[str, str]) -> None:
+        """After a 401 with this Authorization header: refresh once (unless someone already did)."""
+        used = (header.get("Authorization") or "").removeprefix("Bearer ")
+        with self._lock:
+            if used == self._tokens.access_token:
+                self._refresh(used)
+
+    def _refresh(self, stale_access: str | None) -> None:
+        from pixsrc.config import state_dir
+        from pixsrc.locks import FileLock
+
+        with FileLock(state_dir() / "locks" / f"auth-{self.source_id}.lock"):
+            # another process may have refreshed (and rotated the refresh token) meanwhile
+            if not self._stored_in.startswith("env "):
+                latest, self._stored_in = self._load()
+                if latest.access_token != stale_access and latest.fresh():
+                    self._tokens = latest
+                    return
+                self._tokens = latest
+            if not self._tokens.refresh_token:
+                raise AuthRequired(f"the access token of {self.source_id!r} expired and there is no refresh token",
+                                   hint=f"run: pixsrc auth login {self.source_id}")
+            form = {"grant_type": "refresh_token", "refresh_token": self._tokens.refresh_token,
+                    **dict(self.settings.provider.refresh_params)}
+            try:
+                answer = token_request(self.settings, form)
+            except AuthRequired as exc:
+                raise AuthRequired(f"{self.source_id}: refreshing the access token failed: {exc.message}",
+                                   hint=f"run: pixsrc auth login {self.source_id}") from None
+            new = _token_set(self.settings.provider.name, answer, self._tokens)
+            rotated = new.refresh_token != self._tokens.refresh_token
+            self._tokens = new
+            self._save(rotated)
+
+    def _save(self, rotated: bool) -> None:
+        from pixsrc import tokens
+
+        if self._stored_in.startswith("env "):
+            if rotated:
+                self.warn(f"{self.source_id}: {self.settings.provider.display_name} rotated the refresh token; the "
+                          f"bundle in {self._stored_in[4:]} is now stale. Sign in again and re-export it: "
+                          f"pixsrc auth login {self.source_id} && pixsrc auth export {self.source_id}")
+            return
+        store = "file" if self._stored_in.startswith("file ") else "keyring"
+        try:
+            self._stored_in = tokens.put(self.source_id, self._tokens.to_json(), store)  # type: ignore[arg-type]
+        except AuthRequired as exc:
+            self.warn(f"{self.source_id}: could not save the refreshed token ({exc.message}). "
+                      + ("The old refresh token no longer works: " if rotated else "")
+                      + f"keep this run's credential with: PIXSRC_AUTH_{self.source_id.upper().replace('-', '_')}"
+                      f"=<bundle from `pixsrc auth export {self.source_id}`>")
+
+    @property
+    def token_set(self) -> TokenSet:
+        return self._tokens
+
+
+def store_new_tokens(source_id: str, token_set: TokenSet, store: str | None) -> str:
+    """Save tokens from a login; if the store fails, say so and show how to keep them."""
+    from pixsrc import tokens
+
+    try:
+        return tokens.put(source_id, token_set.to_json(), store)  # type: ignore[arg-type]
+    except AuthRequired as exc:
+        env = tokens.env_var(source_id)
+        print(f"error: signed in, but the token could not be stored: {exc.message}\n"
+              f"  To use it anyway, set this in the environment (treat it as a password):\n"
+              f"  {env}={token_set.to_bundle()}\n"
+              f"  or store it in a mode-0600 file: pixsrc auth import {source_id} --store file, pasting that value.",
+              file=sys.stderr)
+        raise
+
+
+def revoke(settings: ProviderSettings, token_set: TokenSet) -> str:
+    """Revoke at the provider where it supports it; returns what happened, for the user."""
+    from pixsrc.http import HttpClient, HttpError
+
+    provider = settings.provider
+    url = settings.revoke_url
+    if provider.revoke_style == "none" or not url:
+        return f"{provider.display_name} offers no revocation for user tokens; disconnect pixsrc in your account settings"
+    client = HttpClient(retries=2)
+    try:
+        if provider.revoke_style == "bearer":
+            response = client.request("POST", url, headers={"Authorization": f"Bearer {token_set.access_token}"})
+        else:
+            token = token_set.refresh_token or token_set.access_token or ""
+            form = {"token": token, "client_id": settings.client_id or ""}
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            secret = settings.client_secret() if provider.secret != "none" else None
+            if secret and provider.client_auth == "basic":
+                headers["Authorization"] = "Basic " + base64.b64encode(f"{settings.client_id}:{secret}".encode()).decode()
+            elif secret:
+                form["client_secret"] = secret
+            response = client.request("POST", url, headers=headers, body=urlencode(form).encode())
+        response.read_all(1 << 16)
+    except HttpError as exc:
+        return f"could not reach {provider.display_name} to revoke ({redact.redact(str(exc))}); deleted locally only"
+    finally:
+        client.close()
+    if response.status in (200, 204):
+        return f"revoked at {provider.display_name}"
+    return f"{provider.display_name} answered HTTP {response.status} to the revocation; deleted locally anyway"
+
