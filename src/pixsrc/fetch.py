@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from pixsrc import __version__
 from pixsrc.config import Config, Source, state_dir
@@ -84,9 +85,15 @@ def source_type(source: Source) -> SourceType:
     return registry.get(source.type)
 
 
-def open_controller(source: Source, jobs: int) -> Controller:
+def open_controller(source: Source, jobs: int, providers: dict[str, Any] | None = None) -> Controller:
     stype = source_type(source)
     model = stype.validate(source.config, f"sources.{source.id}.config")
+    auth = settings = None
+    if stype.auth.kind == "oauth2" and stype.auth.oauth is not None:
+        from pixsrc import oauth
+
+        settings = oauth.settings_for(stype.auth.oauth, providers or {})
+        auth = oauth.OAuthSession(source.id, settings)
 
     def get_secret() -> str | None:
         if stype.auth.kind == "none":
@@ -100,14 +107,15 @@ def open_controller(source: Source, jobs: int) -> Controller:
         return credential.value if credential else None
 
     context = SourceContext(source.id, source.name, model, jobs=jobs, get_secret=get_secret,
-                            user_agent=f"pixsrc/{__version__}")
+                            user_agent=f"pixsrc/{__version__}", auth=auth, provider=settings)
     return stype.factory(context)
 
 
-def list_assets(source: Source, include: list[str], exclude: list[str]) -> Iterator[Asset]:
+def list_assets(source: Source, include: list[str], exclude: list[str],
+                providers: dict[str, Any] | None = None) -> Iterator[Asset]:
     from pixsrc.paths import selected
 
-    controller = open_controller(source, jobs=8)
+    controller = open_controller(source, jobs=8, providers=providers)
     try:
         for asset in controller.list_assets():
             if selected(asset.path, include, exclude):
@@ -116,7 +124,7 @@ def list_assets(source: Source, include: list[str], exclude: list[str]) -> Itera
         controller.close()
 
 
-def fetch_source(source: Source, options: Options, *, wait: bool,
+def fetch_source(source: Source, options: Options, *, wait: bool, providers: dict[str, Any] | None = None,
                  on_outcome: Callable[[Outcome], None] = lambda o: None,
                  on_bytes: Callable[[int], None] | None = None,
                  on_plan: Callable[[int, int], None] | None = None) -> tuple[Report, str | None]:
@@ -138,7 +146,7 @@ def fetch_source(source: Source, options: Options, *, wait: bool,
     state = State(root / "state.db")
     reason: str | None = None
     try:
-        controller = open_controller(source, options.jobs)
+        controller = open_controller(source, options.jobs, providers)
         try:
             run = SyncRun(source.id, controller, state, options, on_bytes=on_bytes, on_plan=on_plan)
             try:

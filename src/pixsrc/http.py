@@ -45,6 +45,33 @@ class Cancelled(Exception):
     pass
 
 
+class RateLimit:
+    """At most ``concurrency`` requests in flight (until their body is read) and ``per_second`` starts."""
+
+    def __init__(self, concurrency: int | None = None, per_second: float | None = None) -> None:
+        self._slots = threading.BoundedSemaphore(concurrency) if concurrency else None
+        self._interval = 1.0 / per_second if per_second else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if self._slots is not None:
+            while not self._slots.acquire(timeout=0.5):
+                if cancelled.is_set():
+                    raise Cancelled()
+        if self._interval:
+            with self._lock:
+                now = time.monotonic()
+                start = max(now, self._next)
+                self._next = start + self._interval
+            if start > now:
+                wait(start - now)
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+
+
 class Auth(Protocol):
     """Supplies the Authorization header and is told when the server refused it (401)."""
 
@@ -142,6 +169,7 @@ class Response:
         self.headers = headers
         self.offset = 0  # for downloads: where the body starts in the resource (206 answers)
         self._done = False
+        self._on_done: Callable[[], None] | None = None  # frees a rate-limit slot
         self._keep_alive = headers.get("connection", "").lower() != "close"
         self._chunk_left = 0
         self._length: int | None = None
@@ -160,6 +188,8 @@ class Response:
         if not self._done:
             self._done = True
             self._release(self._conn, complete and self._keep_alive)
+            if self._on_done is not None:
+                self._on_done()
 
     def read(self, size: int = 1 << 18) -> bytes:
         """Up to ``size`` bytes of the body; b"" at its end. A cut-off body raises HttpError."""
@@ -228,6 +258,8 @@ class Response:
             self._done = True
             self._conn.close()
             self._release(self._conn, False)
+            if self._on_done is not None:
+                self._on_done()
 
     def __enter__(self) -> Response:
         return self
@@ -241,9 +273,10 @@ class HttpClient:
 
     def __init__(self, *, headers: Mapping[str, str] | None = None, timeout: float = 30.0,
                  retries: int = 4, on_wait: Callable[[float, str], None] | None = None,
-                 auth: Auth | None = None) -> None:
+                 auth: Auth | None = None, limit: RateLimit | None = None) -> None:
         self.headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
         self.auth = auth
+        self.limit = limit
         self.timeout = timeout
         self.retries = retries
         self.on_wait = on_wait
@@ -301,6 +334,21 @@ class HttpClient:
             parsed[name] = f"{parsed[name]}, {value.strip()}" if name in parsed else value.strip()
         return Response(conn, method, url, status, parsed, self._release(key))
 
+    def _limited_send(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> Response:
+        if self.limit is None:
+            return self._send_once(method, url, headers, body)
+        self.limit.acquire()
+        try:
+            response = self._send_once(method, url, headers, body)
+        except BaseException:
+            self.limit.release()
+            raise
+        if response._done:
+            self.limit.release()
+        else:
+            response._on_done = self.limit.release
+        return response
+
     def _release(self, key: tuple[str, str]) -> Callable[[_Connection, bool], None]:
         def release(conn: _Connection, reusable: bool) -> None:
             if reusable:
@@ -334,7 +382,7 @@ class HttpClient:
             if use_auth and self.auth is not None and "Authorization" not in all_headers:
                 sent = {**all_headers, **self.auth.headers()}
             try:
-                response = self._send_once(method, url, sent, body)
+                response = self._limited_send(method, url, sent, body)
             except (OSError, HttpError) as exc:
                 if isinstance(exc, HttpError) and not exc.retryable or attempt >= self.retries:
                     raise HttpError(f"{method} {_safe(url)}: {exc}", retryable=True) from None

@@ -55,6 +55,13 @@ class ProviderSettings:
             return self.extra.get(name) or getattr(self.provider, name)
         raise AttributeError(name)
 
+    def rate_limit(self) -> Any:
+        """The provider's published limits by default; ``max_concurrency`` / ``requests_per_second`` override."""
+        from pixsrc.http import RateLimit
+
+        return RateLimit(self.extra.get("max_concurrency", self.provider.max_concurrency),
+                         self.extra.get("requests_per_second", self.provider.requests_per_second))
+
     @property
     def secret_env(self) -> str:
         return f"PIXSRC_{self.provider.name.upper().replace('-', '_')}_CLIENT_SECRET"
@@ -71,7 +78,8 @@ class ProviderSettings:
 
 
 def client_secret_key(provider: str) -> str:
-    return f"client-{provider}"
+    """The token-store key of a provider's client secret (":" keeps it apart from source ids)."""
+    return f"provider:{provider}"
 
 
 def settings_for(provider: OAuthProvider, providers_table: Mapping[str, Any]) -> ProviderSettings:
@@ -84,6 +92,9 @@ def settings_for(provider: OAuthProvider, providers_table: Mapping[str, Any]) ->
             raise ConfigError(f"{where}.{key}: unknown setting", hint="known: " + ", ".join(sorted(PROVIDER_KEYS)))
         if key in OVERRIDABLE and not (isinstance(value, str) and value.startswith(("http://", "https://"))):
             raise ConfigError(f"{where}.{key}: must be an http(s) URL")
+    for key, kind in (("max_concurrency", int), ("requests_per_second", int | float)):
+        if key in table and (not isinstance(table[key], kind) or isinstance(table[key], bool) or table[key] <= 0):
+            raise ConfigError(f"{where}.{key}: must be a positive number")
     port = table.get("redirect_port", provider.loopback_port)
     if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
         raise ConfigError(f"{where}.redirect_port: must be a port number")
@@ -509,3 +520,39 @@ def revoke(settings: ProviderSettings, token_set: TokenSet) -> str:
         return f"revoked at {provider.display_name}"
     return f"{provider.display_name} answered HTTP {response.status} to the revocation; deleted locally anyway"
 
+
+
+def status(source_id: str, provider: OAuthProvider) -> dict[str, Any]:
+    """What ``auth status`` shows for an OAuth source: never a token."""
+    from pixsrc import tokens
+
+    row: dict[str, Any] = {"kind": "oauth2", "provider": provider.name, "status": "missing", "stored_in": None,
+                           "scopes": None, "access_expires_at": None, "refresh_token_age_days": None,
+                           "limit": provider.limits_note, "detail": f"run: pixsrc auth login {source_id}"}
+    try:
+        credential = tokens.get(source_id)
+    except AuthRequired as exc:
+        return {**row, "status": "error", "detail": exc.message}
+    if credential is None:
+        return row
+    row |= {"stored_in": credential.stored_in, "detail": None}
+    try:
+        token_set = TokenSet.parse(credential.value)
+    except AuthRequired as exc:
+        return {**row, "status": "invalid", "detail": exc.message}
+    if token_set.provider != provider.name:
+        return {**row, "status": "invalid", "detail": f"the credential is for {token_set.provider!r}"}
+    now = time.time()
+    usable = token_set.refresh_token or token_set.fresh(now)
+    row["status"] = "ok" if usable else "expired"
+    row["scopes"] = token_set.scope.replace(",", " ").split() if token_set.scope else None
+    if token_set.expires_at:
+        row["access_expires_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(token_set.expires_at))
+    if token_set.refresh_token and token_set.refresh_obtained_at:
+        age = (now - token_set.refresh_obtained_at) / 86400
+        row["refresh_token_age_days"] = round(age, 1)
+        if provider.refresh_token_days and age > provider.refresh_token_days:
+            row["status"] = "expired"
+    if not usable:
+        row["detail"] = f"run: pixsrc auth login {source_id}"
+    return row

@@ -30,11 +30,14 @@ def register(secret: str | None) -> None:
             _known.add(secret)
 
 
-def redact(text: str) -> str:
+def redact(text: str, patterns: bool = True) -> str:
+    """Mask registered secrets; with ``patterns``, also anything shaped like a credential."""
     with _lock:
         known = sorted(_known, key=len, reverse=True)
     for secret in known:
         text = text.replace(secret, MASK)
+    if not patterns:  # data output (--json) keeps its values, except the secrets themselves
+        return text
     for pattern in _PATTERNS:
         text = pattern.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
     return text

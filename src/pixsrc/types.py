@@ -135,6 +135,8 @@ class OAuthProvider:
     refresh_token_days: int | None = None
     limits_note: str | None = None
     console_url: str | None = None
+    max_concurrency: int | None = None
+    requests_per_second: float | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,10 @@ class SourceContext:
     jobs: int = 8
     get_secret: Callable[[], str | None] = lambda: None
     user_agent: str = "pixsrc"
+    auth: Any = None
+    """For oauth2 types: a ``pixsrc.http.Auth`` that adds (and refreshes) the bearer token."""
+    provider: Any = None
+    """For oauth2 types: ``pixsrc.oauth.ProviderSettings`` (URLs with the user's overrides applied)."""
 
 
 @dataclass(frozen=True)

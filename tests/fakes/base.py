@@ -16,6 +16,7 @@ Nothing here talks to a real provider.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fnmatch
 import functools
 import hashlib
@@ -171,7 +172,9 @@ class FakeServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"fake-{self.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name=f"fake-{self.name}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -201,7 +204,9 @@ class FakeServer:
 
     # -- routes, faults, log -----------------------------------------------------------------------
 
-    def route(self, method: str, pattern: str, handler: Callable[..., Response], validate: bool = True) -> None:
+    def route(
+        self, method: str, pattern: str, handler: Callable[..., Response], validate: bool = True
+    ) -> None:
         self._routes.append((method.upper(), re.compile(pattern), handler, validate))
 
     def fail_next(
@@ -340,10 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
             self.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return
         self.wfile.write(body)
 
@@ -401,7 +404,7 @@ class SpecValidator:
         with self._lock, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Unsupported scheme type" for oauth2 security schemes
             for err in self._validator.iter_errors(mock):
-                cause = f" ({err.__cause__})" if err.__cause__ else ""
+                cause = f" ({err.__cause__})" if err.__cause__ and str(err.__cause__) != str(err) else ""
                 problems.append(f"{where}: {err}{cause}")
             try:
                 found = self._finder.find(req.method.lower(), self.server_url + req.path)
@@ -623,7 +626,9 @@ class OAuthServer:
             out["state"] = q["state"]
         if redirect_uri is None:  # code shown to the user for copy/paste (Dropbox, providers.md §2.1)
             shown = out.get("code") or out.get("error", "")
-            page = f"<html><body><p>Enter this code into your app:</p><code id=code>{shown}</code></body></html>"
+            page = (
+                f"<html><body><p>Enter this code into your app:</p><code id=code>{shown}</code></body></html>"
+            )
             return Response(200, page.encode(), {"Content-Type": "text/html; charset=utf-8"})
         sep = "&" if "?" in redirect_uri else "?"
         return Response(302, b"", {"Location": redirect_uri + sep + urlencode(out)})
@@ -674,7 +679,12 @@ class OAuthServer:
         bad = self._check_client(req, form, pkce=bool(grant and grant.code_challenge))
         if bad:
             return bad
-        if grant is None or grant.code_used or grant.revoked or self.now() - grant.code_issued_at > self.code_ttl:
+        if (
+            grant is None
+            or grant.code_used
+            or grant.revoked
+            or self.now() - grant.code_issued_at > self.code_ttl
+        ):
             if grant is not None and grant.code_used:  # RFC 6749 §4.1.2: reuse SHOULD revoke the grant
                 grant.revoked = True
             return self.error(400, "invalid_grant", "Malformed auth code.")
@@ -691,7 +701,9 @@ class OAuthServer:
         elif verifier:
             return self.error(400, "invalid_grant", "code_verifier sent but no code_challenge was.")
         grant.code_used = True
-        return json_response(200, self._token_payload(grant, "authorization_code", self.wants_refresh_token(grant)))
+        return json_response(
+            200, self._token_payload(grant, "authorization_code", self.wants_refresh_token(grant))
+        )
 
     def _refresh_grant(self, req: Request, form: dict[str, str]) -> Response:
         rt = form.get("refresh_token", "")

@@ -85,15 +85,25 @@ class Entry:
 
     def metadata(self) -> dict[str, Any]:
         """files.stone Metadata / FileMetadata / FolderMetadata / DeletedMetadata."""
-        m: dict[str, Any] = {".tag": self.tag, "name": self.name, "path_lower": self.path_lower,
-                             "path_display": self.path_display}
+        m: dict[str, Any] = {
+            ".tag": self.tag,
+            "name": self.name,
+            "path_lower": self.path_lower,
+            "path_display": self.path_display,
+        }
         if self.tag == "folder":
             m["id"] = self.id
         elif self.tag == "file":
             assert self.data is not None
-            m.update(id=self.id, client_modified=self.client_modified, server_modified=self.server_modified,
-                     rev=self.rev, size=len(self.data), is_downloadable=self.is_downloadable,
-                     content_hash=content_hash(self.data))
+            m.update(
+                id=self.id,
+                client_modified=self.client_modified,
+                server_modified=self.server_modified,
+                rev=self.rev,
+                size=len(self.data),
+                is_downloadable=self.is_downloadable,
+                content_hash=content_hash(self.data),
+            )
             if not self.is_downloadable:  # "This field must be set if is_downloadable is set to false."
                 m["export_info"] = {"export_as": "pdf", "export_options": ["pdf"]}
         return m
@@ -118,8 +128,13 @@ class DropboxOAuth(OAuthServer):
     token_prefix = "sl."
 
     def __init__(self) -> None:
-        super().__init__(client_id="fake-app-key", client_secret="fake-app-secret", client_auth="none",
-                         access_token_ttl=14400, rotate_refresh_tokens=False)
+        super().__init__(
+            client_id="fake-app-key",
+            client_secret="fake-app-secret",
+            client_auth="none",
+            access_token_ttl=14400,
+            rotate_refresh_tokens=False,
+        )
         self.allow_no_redirect = True  # "the authorization code is displayed ... to copy and paste"
         self.account_id = "dbid:AAH4f99T0taONIb-OurWxbNQ6ywGRopQngc"
 
@@ -134,16 +149,27 @@ class DropboxOAuth(OAuthServer):
             payload.pop("scope", None)
 
     def bad_redirect(self, redirect_uri: str | None) -> Response:
-        return text_response(400, "Invalid redirect_uri. It must exactly match one of the redirect URIs "
-                                  "you've pre-configured for your app (including the path).")
+        return text_response(
+            400,
+            "Invalid redirect_uri. It must exactly match one of the redirect URIs "
+            "you've pre-configured for your app (including the path).",
+        )
 
     def unauthorized(self, kind: str, required_scopes: list[str]) -> Response:
         if kind == "missing":
-            return text_response(400, 'Error in call to API function: Must provide HTTP header "Authorization" '
-                                      'or URL parameter "authorization".')
+            return text_response(
+                400,
+                'Error in call to API function: Must provide HTTP header "Authorization" '
+                'or URL parameter "authorization".',
+            )
         if kind == "scope":
-            return json_response(401, {"error_summary": "missing_scope/...",
-                                       "error": {".tag": "missing_scope", "required_scope": required_scopes[0]}})
+            return json_response(
+                401,
+                {
+                    "error_summary": "missing_scope/...",
+                    "error": {".tag": "missing_scope", "required_scope": required_scopes[0]},
+                },
+            )
         tag = "expired_access_token" if kind == "expired" else "invalid_access_token"
         return json_response(401, {"error_summary": f"{tag}/...", "error": {".tag": tag}})
 
@@ -202,19 +228,30 @@ class DropboxFake:
     def truncate_next(self, *, host: str = "content", **kwargs: Any) -> None:
         self._server(host).truncate_next(**kwargs)
 
-    def fail_next_rate_limit(self, retry_after: int = 1, *, host: str = "api", json_body: bool = True,
-                             times: int = 1, path: str | None = None) -> None:
+    def fail_next_rate_limit(
+        self,
+        retry_after: int = 1,
+        *,
+        host: str = "api",
+        json_body: bool = True,
+        times: int = 1,
+        path: str | None = None,
+    ) -> None:
         """429 + Retry-After; JSON RateLimitError body (auth.stone) or plain text (providers.md §2.5)."""
         headers = {"Retry-After": str(retry_after)}
         if json_body:
-            body: Any = {"error_summary": "too_many_requests/..",
-                         "error": {"reason": {".tag": "too_many_requests"}, "retry_after": retry_after}}
+            body: Any = {
+                "error_summary": "too_many_requests/..",
+                "error": {"reason": {".tag": "too_many_requests"}, "retry_after": retry_after},
+            }
         else:
             body, headers["Content-Type"] = "Too Many Requests", "text/plain"
         self._server(host).fail_next(429, body, headers, times=times, path=path)
 
     def issue_token(self, scopes: list[str] | None = None) -> str:
-        return self.oauth.issue_tokens(scopes or ["files.metadata.read", "files.content.read"])["access_token"]
+        return self.oauth.issue_tokens(scopes or ["files.metadata.read", "files.content.read"])[
+            "access_token"
+        ]
 
     # -- tree builder --------------------------------------------------------------------------------
 
@@ -236,16 +273,24 @@ class DropboxFake:
         self._touch(e.path_lower)
         return e.id
 
-    def add_file(self, path: str, data: bytes, *, client_modified: str | None = None,
-                 is_downloadable: bool = True) -> str:
+    def add_file(
+        self, path: str, data: bytes, *, client_modified: str | None = None, is_downloadable: bool = True
+    ) -> str:
         """Add or replace a file (parents are created). Returns the file id ("id:...")."""
         assert path.startswith("/") and not path.endswith("/"), path
         self._ensure_parents(path)
         old = self.entries.get(path.lower())
         now = _ts()
-        e = Entry("file", path, id=old.id if old and old.tag == "file" else "id:" + secrets.token_urlsafe(16),
-                  data=data, client_modified=client_modified or now, server_modified=now,
-                  rev=f"{len(self.changes) + 1:09x}" + secrets.token_hex(3), is_downloadable=is_downloadable)
+        e = Entry(
+            "file",
+            path,
+            id=old.id if old and old.tag == "file" else "id:" + secrets.token_urlsafe(16),
+            data=data,
+            client_modified=client_modified or now,
+            server_modified=now,
+            rev=f"{len(self.changes) + 1:09x}" + secrets.token_hex(3),
+            is_downloadable=is_downloadable,
+        )
         self.entries[e.path_lower] = e
         self._touch(e.path_lower)
         return e.id
@@ -270,9 +315,14 @@ class DropboxFake:
         if ct.split(";")[0].strip().lower() not in ("application/json", "text/plain") or (
             ct.lower().startswith("text/plain") and "dropbox-cors-hack" not in ct.lower()
         ):
-            raise Abort(bad_input(route, f'Bad HTTP "Content-Type" header: "{ct}".  Expecting one of '
-                                         '"application/json", "application/json; charset=utf-8", '
-                                         '"text/plain; charset=dropbox-cors-hack".'))
+            raise Abort(
+                bad_input(
+                    route,
+                    f'Bad HTTP "Content-Type" header: "{ct}".  Expecting one of '
+                    '"application/json", "application/json; charset=utf-8", '
+                    '"text/plain; charset=dropbox-cors-hack".',
+                )
+            )
         try:
             args = json.loads(req.body)
         except ValueError:
@@ -282,7 +332,9 @@ class DropboxFake:
         return args
 
     @staticmethod
-    def _check_types(route: str, args: dict[str, Any], spec: dict[str, type], where: str = "request body") -> None:
+    def _check_types(
+        route: str, args: dict[str, Any], spec: dict[str, type], where: str = "request body"
+    ) -> None:
         for key, value in args.items():
             if key not in spec:  # unverified: whether Dropbox rejects or ignores unknown fields
                 raise Abort(bad_input(route, f'{where}: unknown field "{key}"'))
@@ -305,8 +357,9 @@ class DropboxFake:
         page, c.pending = c.pending[: c.limit], c.pending[c.limit :]
         new_id = "AAH" + secrets.token_urlsafe(40)
         self.cursors[new_id] = c
-        return json_response(200, {"entries": [e.metadata() for e in page], "cursor": new_id,
-                                   "has_more": bool(c.pending)})
+        return json_response(
+            200, {"entries": [e.metadata() for e in page], "cursor": new_id, "has_more": bool(c.pending)}
+        )
 
     # -- endpoints -----------------------------------------------------------------------------------
 
@@ -320,18 +373,34 @@ class DropboxFake:
         route = "files/list_folder"
         self.oauth.check_bearer(req, ["files.metadata.read"])
         args = self._rpc_args(req, route)
-        self._check_types(route, args, {"path": str, "recursive": bool, "include_media_info": bool,
-                                        "include_deleted": bool, "include_has_explicit_shared_members": bool,
-                                        "include_mounted_folders": bool, "limit": int,
-                                        "include_non_downloadable_files": bool, "include_restorable_info": bool})
+        self._check_types(
+            route,
+            args,
+            {
+                "path": str,
+                "recursive": bool,
+                "include_media_info": bool,
+                "include_deleted": bool,
+                "include_has_explicit_shared_members": bool,
+                "include_mounted_folders": bool,
+                "limit": int,
+                "include_non_downloadable_files": bool,
+                "include_restorable_info": bool,
+            },
+        )
         if "path" not in args:
             return bad_input(route, 'request body: missing required field "path"')
         path = args["path"]
         if path == "/":  # files.stone PathROrId: root is ""
-            return bad_input(route, 'request body: path: Specify the root folder as an empty string rather than as "/".')
+            return bad_input(
+                route, 'request body: path: Specify the root folder as an empty string rather than as "/".'
+            )
         if path and not (path.startswith("/") or path.startswith("id:")) or path.endswith("/"):
-            return bad_input(route, f"request body: path: '{path}' did not match pattern "
-                                    "'(/(.|[\\r\\n])*)?|id:.*|(ns:[0-9]+(/.*)?)'")
+            return bad_input(
+                route,
+                f"request body: path: '{path}' did not match pattern "
+                "'(/(.|[\\r\\n])*)?|id:.*|(ns:[0-9]+(/.*)?)'",
+            )
         limit = args.get("limit", self.default_limit)
         if not 1 <= limit <= 2000:  # UInt32(max_value=2000, min_value=1)
             return bad_input(route, f"request body: limit: {limit} is not within range [1, 2000]")
@@ -343,12 +412,23 @@ class DropboxFake:
             if e.tag != "folder":
                 return route_error(["path", "not_folder"])
             folder = e.path_lower
-        c = Cursor(folder, args.get("recursive", False), args.get("include_deleted", False),
-                   args.get("include_non_downloadable_files", True), limit, [], len(self.changes))
+        c = Cursor(
+            folder,
+            args.get("recursive", False),
+            args.get("include_deleted", False),
+            args.get("include_non_downloadable_files", True),
+            limit,
+            [],
+            len(self.changes),
+        )
         c.pending = sorted(
-            (e for e in self.entries.values() if self._in_scope(c, e)
-             and (e.tag != "deleted" or c.include_deleted)
-             and (e.tag != "file" or e.is_downloadable or c.include_non_downloadable)),
+            (
+                e
+                for e in self.entries.values()
+                if self._in_scope(c, e)
+                and (e.tag != "deleted" or c.include_deleted)
+                and (e.tag != "file" or e.is_downloadable or c.include_non_downloadable)
+            ),
             key=lambda e: e.path_lower,
         )
         return self._page(c)
@@ -360,14 +440,23 @@ class DropboxFake:
         self._check_types(route, args, {"cursor": str})
         old = self.cursors.get(args.get("cursor", ""))
         if old is None:
-            return bad_input(route, "Invalid \"cursor\" parameter: the cursor is malformed or from another app")
+            return bad_input(route, 'Invalid "cursor" parameter: the cursor is malformed or from another app')
         if not old.valid:
             return route_error(["reset"])
-        c = Cursor(old.path, old.recursive, old.include_deleted, old.include_non_downloadable, old.limit,
-                   list(old.pending), old.seq)
+        c = Cursor(
+            old.path,
+            old.recursive,
+            old.include_deleted,
+            old.include_non_downloadable,
+            old.limit,
+            list(old.pending),
+            old.seq,
+        )
         if not c.pending:  # caught up: report what changed since the cursor's sequence number
             changed = sorted(set(self.changes[c.seq :]))
-            c.pending = [self.entries[p] for p in changed if p in self.entries and self._in_scope(c, self.entries[p])]
+            c.pending = [
+                self.entries[p] for p in changed if p in self.entries and self._in_scope(c, self.entries[p])
+            ]
             c.seq = len(self.changes)
         return self._page(c)
 
@@ -381,15 +470,27 @@ class DropboxFake:
             if raw is None:
                 return bad_input(route, 'Must provide HTTP header "Dropbox-API-Arg" or URL parameter "arg".')
         elif any(ord(ch) > 0x7E for ch in raw):  # json-encoding page: escape 0x7F and non-ASCII as \uXXXX
-            return bad_input(route, 'HTTP header "Dropbox-API-Arg": could not decode input as JSON '
-                                    "(non-ASCII characters must be escaped as \\uXXXX)")
+            return bad_input(
+                route,
+                'HTTP header "Dropbox-API-Arg": could not decode input as JSON '
+                "(non-ASCII characters must be escaped as \\uXXXX)",
+            )
         ct = req.headers.get("content-type")
-        if ct is not None and ct.split(";")[0].strip().lower() not in ("", "text/plain", "application/octet-stream"):
-            return bad_input(route, f'Bad HTTP "Content-Type" header: "{ct}".  Expecting one of "text/plain", '
-                                    '"text/plain; charset=utf-8", "application/octet-stream", '
-                                    '"application/octet-stream; charset=utf-8".')
+        if ct is not None and ct.split(";")[0].strip().lower() not in (
+            "",
+            "text/plain",
+            "application/octet-stream",
+        ):
+            return bad_input(
+                route,
+                f'Bad HTTP "Content-Type" header: "{ct}".  Expecting one of "text/plain", '
+                '"text/plain; charset=utf-8", "application/octet-stream", '
+                '"application/octet-stream; charset=utf-8".',
+            )
         if req.body:
-            return bad_input(route, "request body: this endpoint takes no body; pass arguments in Dropbox-API-Arg")
+            return bad_input(
+                route, "request body: this endpoint takes no body; pass arguments in Dropbox-API-Arg"
+            )
         self.oauth.check_bearer(req, ["files.content.read"])
         try:
             args = json.loads(raw)
@@ -407,5 +508,13 @@ class DropboxFake:
             return route_error(["unsupported_file"])
         assert e.data is not None
         result = json.dumps(e.metadata())  # ensure_ascii: header-safe
-        return serve_bytes(req, e.data, {"Content-Type": "application/octet-stream", "Dropbox-API-Result": result,
-                                         "ETag": f'W/"{e.rev}"', "x-dropbox-request-id": secrets.token_hex(16)})
+        return serve_bytes(
+            req,
+            e.data,
+            {
+                "Content-Type": "application/octet-stream",
+                "Dropbox-API-Result": result,
+                "ETag": f'W/"{e.rev}"',
+                "x-dropbox-request-id": secrets.token_hex(16),
+            },
+        )

@@ -57,17 +57,31 @@ READ_SCOPES = {SCOPE_RO, SCOPE_META_RO, SCOPE_FULL}  # providers.md §1.5
 CONTENT_SCOPES = {SCOPE_RO, SCOPE_FULL}
 EXPORT_LIMIT = 10 * 1024 * 1024  # discovery files.export: "exported content is limited to 10 MB"
 
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-           429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
-           504: "DEADLINE_EXCEEDED"}
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 # reason -> (domain, message); providers.md §1.7 and the handle-errors guide it cites
 REASONS = {
     "rateLimitExceeded": ("usageLimits", "Rate Limit Exceeded"),
     "userRateLimitExceeded": ("usageLimits", "User Rate Limit Exceeded"),
     "downloadQuotaExceeded": ("global", "The download quota for this file has been exceeded."),
-    "cannotDownloadAbusiveFile": ("global", "This file has been identified as malware or spam and cannot be downloaded."),
+    "cannotDownloadAbusiveFile": (
+        "global",
+        "This file has been identified as malware or spam and cannot be downloaded.",
+    ),
     "exportSizeLimitExceeded": ("global", "This file is too large to be exported."),
-    "fileNotDownloadable": ("global", "Only files with binary content can be downloaded. Use Export with Docs Editors files."),
+    "fileNotDownloadable": (
+        "global",
+        "Only files with binary content can be downloaded. Use Export with Docs Editors files.",
+    ),
     "cannotDownloadFile": ("global", "The user does not have sufficient permissions for this file."),
     "insufficientPermissions": ("global", "Insufficient Permission"),
     "notFound": ("global", "File not found."),
@@ -78,21 +92,34 @@ REASONS = {
 }
 
 
-def google_error(status: int, reason: str, message: str | None = None, location: str | None = None,
-                 location_type: str = "parameter", headers: dict[str, str] | None = None) -> Response:
-    """Google's JSON error body: {"error": {"code", "message", "errors": [{domain, reason, message}], "status"}}
-    (providers.md §1.7)."""
+def google_error(
+    status: int,
+    reason: str,
+    message: str | None = None,
+    location: str | None = None,
+    location_type: str = "parameter",
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Google's JSON error body (providers.md §1.7):
+    {"error": {"code", "message", "errors": [{domain, reason, message}], "status"}}."""
     domain, default = REASONS.get(reason, ("global", reason))
     item: dict[str, Any] = {"message": message or default, "domain": domain, "reason": reason}
     if location:
         item.update(location=location, locationType=location_type)
-    body = {"error": {"code": status, "message": message or default, "errors": [item],
-                      "status": _STATUS.get(status, "UNKNOWN")}}
+    body = {
+        "error": {
+            "code": status,
+            "message": message or default,
+            "errors": [item],
+            "status": _STATUS.get(status, "UNKNOWN"),
+        }
+    }
     return json_response(status, body, headers)
 
 
 # --------------------------------------------------------------------------------------------------
-# fields projection (``fields=nextPageToken,files(id,name,shortcutDetails(targetId),capabilities/canDownload)``)
+# fields projection, e.g.
+# ``fields=nextPageToken,files(id,name,shortcutDetails(targetId),capabilities/canDownload)``
 
 
 @cache
@@ -207,13 +234,26 @@ def parse_q(q: str) -> list[tuple[str, str, str]]:
         t = toks[i : i + 3]
         if len(t) == 3 and t[0][0] == "str" and t[1] == ("word", "in") and t[2] == ("word", "parents"):
             terms.append(("parents", "in", t[0][1]))
-        elif len(t) == 3 and t[0] == ("word", "trashed") and t[1] == ("op", "=") and t[2][1] in ("true", "false"):
+        elif (
+            len(t) == 3
+            and t[0] == ("word", "trashed")
+            and t[1] == ("op", "=")
+            and t[2][1] in ("true", "false")
+        ):
             terms.append(("trashed", "=", t[2][1]))
-        elif (len(t) == 3 and t[0][0] == "word" and t[0][1] in ("mimeType", "name") and t[2][0] == "str"
-              and t[1][1] in ("=", "!=", "contains")):
-            terms.append((t[0][1], t[1][1], t[2][1]))
-        elif (len(t) == 3 and t[0][0] == "word" and t[0][1] in ("modifiedTime", "createdTime")
-              and t[1][0] == "op" and t[2][0] == "str"):
+        elif (
+            len(t) == 3
+            and t[0][0] == "word"
+            and t[0][1] in ("mimeType", "name")
+            and t[2][0] == "str"
+            and t[1][1] in ("=", "!=", "contains")
+        ) or (
+            len(t) == 3
+            and t[0][0] == "word"
+            and t[0][1] in ("modifiedTime", "createdTime")
+            and t[1][0] == "op"
+            and t[2][0] == "str"
+        ):
             terms.append((t[0][1], t[1][1], t[2][1]))
         else:
             raise ValueError(q)
@@ -259,26 +299,44 @@ class DriveFile:
     def resource(self) -> dict[str, Any]:
         """The full File resource (discovery ``File`` schema); projection trims it."""
         r: dict[str, Any] = {
-            "kind": "drive#file", "id": self.id, "name": self.name, "mimeType": self.mime_type,
-            "parents": list(self.parents), "trashed": self.trashed, "explicitlyTrashed": self.trashed,
-            "modifiedTime": self.modified_time, "createdTime": self.created_time, "version": str(self.version),
-            "starred": False, "capabilities": {"canDownload": self.can_download, "canEdit": False,
-                                               "canListChildren": self.mime_type == FOLDER},
+            "kind": "drive#file",
+            "id": self.id,
+            "name": self.name,
+            "mimeType": self.mime_type,
+            "parents": list(self.parents),
+            "trashed": self.trashed,
+            "explicitlyTrashed": self.trashed,
+            "modifiedTime": self.modified_time,
+            "createdTime": self.created_time,
+            "version": str(self.version),
+            "starred": False,
+            "capabilities": {
+                "canDownload": self.can_download,
+                "canEdit": False,
+                "canListChildren": self.mime_type == FOLDER,
+            },
         }
         if self.drive_id:
             r["driveId"] = self.drive_id
         if self.data is not None:  # File.md5Checksum/sha*Checksum/size: blobs only; size is an int64 string
-            r.update(size=str(len(self.data)), md5Checksum=hashlib.md5(self.data).hexdigest(),
-                     sha1Checksum=hashlib.sha1(self.data).hexdigest(),
-                     sha256Checksum=hashlib.sha256(self.data).hexdigest(),
-                     headRevisionId="rev" + hashlib.md5(self.data).hexdigest()[:12],
-                     originalFilename=self.name)
+            r.update(
+                size=str(len(self.data)),
+                md5Checksum=hashlib.md5(self.data).hexdigest(),
+                sha1Checksum=hashlib.sha1(self.data).hexdigest(),
+                sha256Checksum=hashlib.sha256(self.data).hexdigest(),
+                headRevisionId="rev" + hashlib.md5(self.data).hexdigest()[:12],
+                originalFilename=self.name,
+            )
             if "." in self.name:
-                r.update(fileExtension=self.name.rsplit(".", 1)[1], fullFileExtension=self.name.split(".", 1)[1])
+                r.update(
+                    fileExtension=self.name.rsplit(".", 1)[1], fullFileExtension=self.name.split(".", 1)[1]
+                )
         if self.mime_type == SHORTCUT:
             r["shortcutDetails"] = {"targetId": self.target_id, "targetMimeType": self.target_mime_type}
         if self.exports:
-            r["exportLinks"] = {m: f"https://docs.google.com/export?id={self.id}&exportFormat={m}" for m in self.exports}
+            r["exportLinks"] = {
+                m: f"https://docs.google.com/export?id={self.id}&exportFormat={m}" for m in self.exports
+            }
         r.update(self.extra)
         return r
 
@@ -298,8 +356,13 @@ class GoogleOAuth(OAuthServer):
     token_prefix = "ya29"
 
     def __init__(self) -> None:
-        super().__init__(client_id="123-fake.apps.googleusercontent.com", client_secret="GOCSPX-fake",
-                         client_auth="form", access_token_ttl=3599, rotate_refresh_tokens=False)
+        super().__init__(
+            client_id="123-fake.apps.googleusercontent.com",
+            client_secret="GOCSPX-fake",
+            client_auth="form",
+            access_token_ttl=3599,
+            rotate_refresh_tokens=False,
+        )
         self.consented = False
 
     def _redirect_ok(self, uri: str | None) -> bool:  # §1.2: loopback any port; OOB is dead
@@ -319,13 +382,19 @@ class GoogleOAuth(OAuthServer):
 
     def unauthorized(self, kind: str, required_scopes: list[str]) -> Response:
         if kind == "scope":
-            return google_error(403, "insufficientPermissions", "Request had insufficient authentication scopes.")
+            return google_error(
+                403, "insufficientPermissions", "Request had insufficient authentication scopes."
+            )
         return google_error(
-            401, "authError",
+            401,
+            "authError",
             "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or "
             "other valid authentication credential.",
-            location="Authorization", location_type="header",
-            headers={"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'},
+            location="Authorization",
+            location_type="header",
+            headers={
+                "WWW-Authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'
+            },
         )
 
 
@@ -336,8 +405,13 @@ class DriveFake:
     ROOT = "root-folder-id"
 
     def __init__(self, *, validate: bool = True):
-        validator = (SpecValidator.load(spec_path("google-drive", "drive.v3.openapi.apisguru.json"),
-                                        "https://www.googleapis.com") if validate else None)
+        validator = (
+            SpecValidator.load(
+                spec_path("google-drive", "drive.v3.openapi.apisguru.json"), "https://www.googleapis.com"
+            )
+            if validate
+            else None
+        )
         self.server = FakeServer("google-drive", validator)
         self.oauth = GoogleOAuth()
         self.files: dict[str, DriveFile] = {}
@@ -392,12 +466,22 @@ class DriveFake:
     def truncate_next(self, **kwargs: Any) -> None:
         self.server.truncate_next(**kwargs)
 
-    def fail_next_error(self, status: int, reason: str | None = None, *, message: str | None = None,
-                        times: int = 1, method: str | None = None, path: str | None = None,
-                        headers: dict[str, str] | None = None) -> None:
+    def fail_next_error(
+        self,
+        status: int,
+        reason: str | None = None,
+        *,
+        message: str | None = None,
+        times: int = 1,
+        method: str | None = None,
+        path: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """One-shot Google-shaped error, e.g. ``fail_next_error(403, "userRateLimitExceeded")``,
         ``fail_next_error(429)``, ``fail_next_error(503)``."""
-        reason = reason or {401: "authError", 404: "notFound", 429: "rateLimitExceeded"}.get(status, "backendError")
+        reason = reason or {401: "authError", 404: "notFound", 429: "rateLimitExceeded"}.get(
+            status, "backendError"
+        )
         r = google_error(status, reason, message, headers=headers)
         self.server.fail_next(status, r.body, r.headers, times=times, method=method, path=path)
 
@@ -427,34 +511,62 @@ class DriveFake:
     def add_folder(self, name: str, parent: str = "root", **kw: Any) -> str:
         return self._add(DriveFile(self.new_id(), name, FOLDER, self._parent(parent), **kw))
 
-    def add_file(self, name: str, data: bytes, parent: str = "root", mime_type: str | None = None,
-                 **kw: Any) -> str:
+    def add_file(
+        self, name: str, data: bytes, parent: str = "root", mime_type: str | None = None, **kw: Any
+    ) -> str:
         """A blob: md5Checksum/sha256Checksum/size come from ``data``. kw: trashed, can_download, abusive,
         modified_time (RFC 3339 string), extra={...} (e.g. imageMediaMetadata), file_id."""
         mime = mime_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
-        return self._add(DriveFile(kw.pop("file_id", None) or self.new_id(), name, mime, self._parent(parent),
-                                   data=data, **kw))
+        return self._add(
+            DriveFile(
+                kw.pop("file_id", None) or self.new_id(), name, mime, self._parent(parent), data=data, **kw
+            )
+        )
 
-    def add_google_doc(self, name: str, parent: str = "root", mime_type: str = DOC,
-                       exports: dict[str, bytes] | None = None, **kw: Any) -> str:
+    def add_google_doc(
+        self,
+        name: str,
+        parent: str = "root",
+        mime_type: str = DOC,
+        exports: dict[str, bytes] | None = None,
+        **kw: Any,
+    ) -> str:
         """A Docs Editors file: no md5/size; only files.export works (with ``exports``' formats)."""
-        exports = exports if exports is not None else {"application/pdf": b"%PDF-1.4 fake", "text/plain": b"text"}
-        return self._add(DriveFile(self.new_id(), name, mime_type, self._parent(parent), exports=exports, **kw))
+        exports = (
+            exports if exports is not None else {"application/pdf": b"%PDF-1.4 fake", "text/plain": b"text"}
+        )
+        return self._add(
+            DriveFile(self.new_id(), name, mime_type, self._parent(parent), exports=exports, **kw)
+        )
 
     def add_drawing(self, name: str, png: bytes, parent: str = "root", **kw: Any) -> str:
         """A Google Drawing exportable as image/png, image/jpeg, image/svg+xml, application/pdf
         (providers.md §1.6, ref-export-formats)."""
-        exports = {"image/png": png, "image/jpeg": b"\xff\xd8\xff" + png, "image/svg+xml": b"<svg/>",
-                   "application/pdf": b"%PDF-1.4 drawing"}
+        exports = {
+            "image/png": png,
+            "image/jpeg": b"\xff\xd8\xff" + png,
+            "image/svg+xml": b"<svg/>",
+            "application/pdf": b"%PDF-1.4 drawing",
+        }
         return self.add_google_doc(name, parent, DRAWING, exports, **kw)
 
-    def add_shortcut(self, name: str, target_id: str, parent: str = "root",
-                     target_mime_type: str | None = None, **kw: Any) -> str:
+    def add_shortcut(
+        self, name: str, target_id: str, parent: str = "root", target_mime_type: str | None = None, **kw: Any
+    ) -> str:
         """A shortcut; ``targetMimeType`` is a snapshot. A target id that does not exist is dangling."""
         target = self.files.get(target_id)
         tmime = target_mime_type or (target.mime_type if target else "application/octet-stream")
-        return self._add(DriveFile(self.new_id(), name, SHORTCUT, self._parent(parent), target_id=target_id,
-                                   target_mime_type=tmime, **kw))
+        return self._add(
+            DriveFile(
+                self.new_id(),
+                name,
+                SHORTCUT,
+                self._parent(parent),
+                target_id=target_id,
+                target_mime_type=tmime,
+                **kw,
+            )
+        )
 
     def add_shared_drive(self, name: str) -> str:
         """A shared drive; its id is also the id of its root folder (add children with parent=<id>)."""
@@ -502,7 +614,9 @@ class DriveFake:
         try:
             tree = parse_fields(text)
         except ValueError:
-            raise Abort(google_error(400, "invalidParameter", f"Invalid field selection {text}", "fields")) from None
+            raise Abort(
+                google_error(400, "invalidParameter", f"Invalid field selection {text}", "fields")
+            ) from None
         bad = check_fields(tree, schema)
         if bad:
             raise Abort(google_error(400, "invalidParameter", f"Invalid field selection {bad}", "fields"))
@@ -538,11 +652,23 @@ class DriveFake:
         try:
             n = int(raw)
         except ValueError:
-            raise Abort(google_error(400, "invalid", f"Invalid value '{raw}'. Values must be within the range: [1, 1000]",
-                                     "pageSize")) from None
+            raise Abort(
+                google_error(
+                    400,
+                    "invalid",
+                    f"Invalid value '{raw}'. Values must be within the range: [1, 1000]",
+                    "pageSize",
+                )
+            ) from None
         if n < 1:
-            raise Abort(google_error(400, "invalid", f"Invalid value '{raw}'. Values must be within the range: [1, 1000]",
-                                     "pageSize"))
+            raise Abort(
+                google_error(
+                    400,
+                    "invalid",
+                    f"Invalid value '{raw}'. Values must be within the range: [1, 1000]",
+                    "pageSize",
+                )
+            )
         return min(n, 1000)  # discovery: "values above 1000 will be coerced to 1000"
 
     # -- endpoints -----------------------------------------------------------------------------------
@@ -566,12 +692,20 @@ class DriveFake:
         all_drives = self._flag(req, "includeItemsFromAllDrives")
         if all_drives and not self._flag(req, "supportsAllDrives"):
             # unverified: the real status/reason for this combination was not found in the docs
-            return google_error(400, "badRequest",
-                                "The includeItemsFromAllDrives parameter must be used with supportsAllDrives=true.",
-                                "includeItemsFromAllDrives")
+            return google_error(
+                400,
+                "badRequest",
+                "The includeItemsFromAllDrives parameter must be used with supportsAllDrives=true.",
+                "includeItemsFromAllDrives",
+            )
         if corpora == "drive" and (not drive_id or not all_drives):
-            return google_error(400, "invalid", "The driveId parameter must be specified together with "
-                                "corpora=drive and includeItemsFromAllDrives=true.", "driveId")
+            return google_error(
+                400,
+                "invalid",
+                "The driveId parameter must be specified together with "
+                "corpora=drive and includeItemsFromAllDrives=true.",
+                "driveId",
+            )
         if drive_id and corpora != "drive":
             return google_error(400, "invalid", "driveId requires corpora=drive.", "corpora")
         if corpora not in ("user", "drive", "domain", "allDrives"):
@@ -605,14 +739,21 @@ class DriveFake:
         hits = [f for f in self.files.values() if in_corpus(f) and match(f)]
         for key in reversed([k.strip() for k in (req.arg("orderBy") or "").split(",") if k.strip()]):
             name, _, desc = key.partition(" ")
-            keyfn = {"name": lambda f: f.name, "name_natural": lambda f: f.name,
-                     "modifiedTime": lambda f: f.modified_time, "createdTime": lambda f: f.created_time,
-                     "folder": lambda f: f.mime_type != FOLDER}.get(name)
+            keyfn = {
+                "name": lambda f: f.name,
+                "name_natural": lambda f: f.name,
+                "modifiedTime": lambda f: f.modified_time,
+                "createdTime": lambda f: f.created_time,
+                "folder": lambda f: f.mime_type != FOLDER,
+            }.get(name)
             if keyfn is None:
                 return google_error(400, "invalid", "Invalid Value", "orderBy")
             hits.sort(key=keyfn, reverse=desc.strip() == "desc")
-        sig = hashlib.sha1(json.dumps([req.arg(k) for k in ("q", "corpora", "driveId", "orderBy",
-                                                              "includeItemsFromAllDrives")]).encode()).hexdigest()
+        sig = hashlib.sha1(
+            json.dumps(
+                [req.arg(k) for k in ("q", "corpora", "driveId", "orderBy", "includeItemsFromAllDrives")]
+            ).encode()
+        ).hexdigest()
         start = self._untoken(req.arg("pageToken"), sig) if req.arg("pageToken") else 0
         size = self._page_size(req, 100 if corpora == "drive" else None) or len(hits) or 1
         page = hits[start : start + size]
@@ -621,8 +762,9 @@ class DriveFake:
             body["nextPageToken"] = self._token(start + size, sig)
         body["files"] = [f.resource() for f in page]
         if tree is None:  # default: kind,id,name,mimeType per file (search-files guide)
-            body["files"] = [project(r, {"kind": None, "id": None, "name": None, "mimeType": None})
-                             for r in body["files"]]
+            body["files"] = [
+                project(r, {"kind": None, "id": None, "name": None, "mimeType": None}) for r in body["files"]
+            ]
             return json_response(200, body)
         return json_response(200, project(body, tree))
 
@@ -637,14 +779,17 @@ class DriveFake:
                 return google_error(403, "cannotDownloadFile")
             if f.abusive and not self._flag(req, "acknowledgeAbuse"):
                 return google_error(403, "cannotDownloadAbusiveFile", location="acknowledgeAbuse")
-            return serve_bytes(req, f.data, {"Content-Type": f.mime_type,
-                                             "ETag": f'"{hashlib.md5(f.data).hexdigest()}"'})
+            return serve_bytes(
+                req, f.data, {"Content-Type": f.mime_type, "ETag": f'"{hashlib.md5(f.data).hexdigest()}"'}
+            )
         self._auth(req)
         tree = self._fields(req, "File")
         f = self._lookup(req, fid)
         res = f.resource()
         if tree is None:
-            return json_response(200, project(res, {"kind": None, "id": None, "name": None, "mimeType": None}))
+            return json_response(
+                200, project(res, {"kind": None, "id": None, "name": None, "mimeType": None})
+            )
         return json_response(200, project(res, tree))
 
     def _export(self, req: Request, fid: str) -> Response:
@@ -665,10 +810,13 @@ class DriveFake:
 
     def _start_token(self, req: Request) -> Response:
         self._auth(req)
-        return json_response(200, {"kind": "drive#startPageToken", "startPageToken": str(len(self.changes) + 1)})
+        return json_response(
+            200, {"kind": "drive#startPageToken", "startPageToken": str(len(self.changes) + 1)}
+        )
 
     def _changes(self, req: Request) -> Response:
-        """changes.list: numeric page tokens; last page carries newStartPageToken, others nextPageToken."""
+        """changes.list: numeric page tokens; last page carries newStartPageToken, others nextPageToken.
+        A file changed several times appears once, in its latest state (removed=true once deleted)."""
         self._auth(req)
         tree = self._fields(req, "ChangeList")
         token = req.arg("pageToken") or ""
@@ -683,14 +831,21 @@ class DriveFake:
         while pos < len(self.changes) and len(selected) < size:
             ch = self.changes[pos]
             pos += 1
+            if any(later.file_id == ch.file_id for later in self.changes[pos:]):
+                continue  # one entry per file, in its latest state
             f = self.files.get(ch.file_id)
             file_drive = f.drive_id if f else None
             if drive_id is not None and file_drive != drive_id:
                 continue
             if drive_id is None and file_drive is not None and not all_drives:
                 continue
-            item: dict[str, Any] = {"kind": "drive#change", "changeType": "file", "time": ch.time,
-                                    "removed": ch.removed or f is None, "fileId": ch.file_id}
+            item: dict[str, Any] = {
+                "kind": "drive#change",
+                "changeType": "file",
+                "time": ch.time,
+                "removed": ch.removed or f is None,
+                "fileId": ch.file_id,
+            }
             if f is not None and not ch.removed:
                 item["file"] = f.resource()
                 if f.drive_id:
@@ -705,7 +860,9 @@ class DriveFake:
         if tree is None:
             for item in selected:
                 if "file" in item:
-                    item["file"] = project(item["file"], {"kind": None, "id": None, "name": None, "mimeType": None})
+                    item["file"] = project(
+                        item["file"], {"kind": None, "id": None, "name": None, "mimeType": None}
+                    )
             return json_response(200, body)
         return json_response(200, project(body, tree))
 

@@ -39,7 +39,12 @@ from .base import (
     spec_path,
 )
 
-SIZES = {"150x150": (150, 150), "400x300": (400, 300), "600x": (600, None), "1200x": (1200, None)}  # ImageSize
+SIZES = {
+    "150x150": (150, 150),
+    "400x300": (400, 300),
+    "600x": (600, None),
+    "1200x": (1200, None),
+}  # ImageSize
 REFRESH_TTL = 60 * 24 * 3600  # "continuous refresh token (60-day expiration ...)" (/oauth/token description)
 READ_SCOPES = ["boards:read", "pins:read", "user_accounts:read"]
 
@@ -89,8 +94,14 @@ class PinterestOAuth(OAuthServer):
     token_prefix = "pina"
 
     def __init__(self) -> None:
-        super().__init__(client_id="1234567", client_secret="fake-pinterest-secret", client_auth="basic",
-                         access_token_ttl=2592000, rotate_refresh_tokens=True, scope_separator=",")
+        super().__init__(
+            client_id="1234567",
+            client_secret="fake-pinterest-secret",
+            client_auth="basic",
+            access_token_ttl=2592000,
+            rotate_refresh_tokens=True,
+            scope_separator=",",
+        )
         self.revoke_user_tokens = False  # /oauth/token/revoke: "Only tokens issued for system users ..."
 
     def token_extra(self, grant: Grant, grant_type: str, payload: dict[str, Any]) -> None:
@@ -105,10 +116,16 @@ class PinterestOAuth(OAuthServer):
         return pinterest_error(status, f"{error}: {description}", code=2 if status == 401 else 1)
 
     def bad_redirect(self, redirect_uri: str | None) -> Response:  # pinterest-api-demo#15
-        return json_response(400, {"status": "failure", "code": 7,
-                                   "message": "You are not permitted to access that resource.",
-                                   "data": f"The provided redirect_uri {redirect_uri} does not match any of the "
-                                           "registered redirect URIs."})
+        return json_response(
+            400,
+            {
+                "status": "failure",
+                "code": 7,
+                "message": "You are not permitted to access that resource.",
+                "data": f"The provided redirect_uri {redirect_uri} does not match any of the "
+                "registered redirect URIs.",
+            },
+        )
 
     def unauthorized(self, kind: str, required_scopes: list[str]) -> Response:
         if kind == "scope":  # 403 example in the spec
@@ -122,8 +139,11 @@ class PinterestFake:
     ``violations``, ``requests``, ``username``."""
 
     def __init__(self, *, validate: bool = True):
-        validator = (SpecValidator.load(spec_path("pinterest", "openapi.json"), "https://api.pinterest.com")
-                     if validate else None)
+        validator = (
+            SpecValidator.load(spec_path("pinterest", "openapi.json"), "https://api.pinterest.com")
+            if validate
+            else None
+        )
         self.server = FakeServer("pinterest", validator)
         self.oauth = PinterestOAuth()
         self.boards: dict[str, Board] = {}
@@ -170,14 +190,23 @@ class PinterestFake:
     def truncate_next(self, **kwargs: Any) -> None:
         self.server.truncate_next(**kwargs)
 
-    def fail_next_error(self, status: int, message: str = "Error", code: int | None = None, *,
-                        times: int = 1, path: str | None = None) -> None:
+    def fail_next_error(
+        self,
+        status: int,
+        message: str = "Error",
+        code: int | None = None,
+        *,
+        times: int = 1,
+        path: str | None = None,
+    ) -> None:
         """One-shot ``{"code", "message"}`` error; for 429 there is deliberately no Retry-After (§3.3)."""
         r = pinterest_error(status, message, code)
         self.server.fail_next(status, r.body, r.headers, times=times, path=path)
 
     def fail_next_rate_limit(self, *, times: int = 1, path: str | None = None) -> None:
-        self.fail_next_error(429, "Rate limit exceeded. Please wait a minute and try again.", 8, times=times, path=path)
+        self.fail_next_error(
+            429, "Rate limit exceeded. Please wait a minute and try again.", 8, times=times, path=path
+        )
 
     def issue_token(self, scopes: list[str] | None = None) -> str:
         return self.oauth.issue_tokens(scopes or READ_SCOPES)["access_token"]
@@ -206,9 +235,19 @@ class PinterestFake:
             out[size] = {"url": self.base_url + path, "width": w, "height": h}
         return out
 
-    def add_pin(self, board_id: str, *, image: bytes | None = None, images: list[bytes] | None = None,
-                video_cover: bytes | None = None, section_id: str | None = None, width: int = 1200,
-                height: int = 900, sizes: list[str] | None = None, **fields: Any) -> str:
+    def add_pin(
+        self,
+        board_id: str,
+        *,
+        image: bytes | None = None,
+        images: list[bytes] | None = None,
+        video_cover: bytes | None = None,
+        section_id: str | None = None,
+        width: int = 1200,
+        height: int = 900,
+        sizes: list[str] | None = None,
+        **fields: Any,
+    ) -> str:
         """Add a pin (start the server first: media URLs embed its address). Exactly one of
         ``image`` (media_type ``image``), ``images`` (``multiple_images``), ``video_cover`` (``video``).
         ``sizes`` limits the ImageSize keys; ``fields``: title, description, link, alt_text."""
@@ -219,15 +258,32 @@ class PinterestFake:
             media = {"media_type": "image", "images": self._image_set(image, width, height, sizes)}
         elif images is not None:  # PinMediaWithImages: items[] of ImageMetadata
             creative = "CAROUSEL"
-            media = {"media_type": "multiple_images", "items": [
-                {"item_type": "image", "images": self._image_set(d, width, height, sizes), "title": None,
-                 "description": None, "link": None} for d in images]}
+            media = {
+                "media_type": "multiple_images",
+                "items": [
+                    {
+                        "item_type": "image",
+                        "images": self._image_set(d, width, height, sizes),
+                        "title": None,
+                        "description": None,
+                        "link": None,
+                    }
+                    for d in images
+                ],
+            }
         else:  # PinMediaWithVideo
             assert video_cover is not None
             creative = "VIDEO"
             imgs = self._image_set(video_cover, width, height, sizes)
-            media = {"media_type": "video", "cover_image_url": imgs[next(iter(imgs))]["url"], "images": imgs,
-                     "video_url": None, "duration": 12000.0, "width": width, "height": height}
+            media = {
+                "media_type": "video",
+                "cover_image_url": imgs[next(iter(imgs))]["url"],
+                "images": imgs,
+                "video_url": None,
+                "duration": 12000.0,
+                "width": width,
+                "height": height,
+            }
         pin = Pin(_digits(), board_id, media, section_id, creative_type=creative, **fields)
         self.pins.insert(0, pin)
         return pin.id
@@ -236,26 +292,50 @@ class PinterestFake:
 
     def _board_json(self, b: Board) -> dict[str, Any]:
         pins = [p for p in self.pins if p.board_id == b.id]
-        return {"id": b.id, "name": b.name, "description": b.description, "privacy": b.privacy,
-                "owner": {"username": self.username}, "created_at": b.created_at,
-                "board_pins_modified_at": pins[0].created_at if pins else b.created_at,
-                "pin_count": len(pins), "follower_count": 0, "collaborator_count": 0,
-                "media": {"image_cover_url": None, "pin_thumbnail_urls": []}}
+        return {
+            "id": b.id,
+            "name": b.name,
+            "description": b.description,
+            "privacy": b.privacy,
+            "owner": {"username": self.username},
+            "created_at": b.created_at,
+            "board_pins_modified_at": pins[0].created_at if pins else b.created_at,
+            "pin_count": len(pins),
+            "follower_count": 0,
+            "collaborator_count": 0,
+            "media": {"image_cover_url": None, "pin_thumbnail_urls": []},
+        }
 
     def _pin_json(self, p: Pin) -> dict[str, Any]:
         """Pin schema (components.schemas.Pin)."""
-        return {"id": p.id, "created_at": p.created_at, "link": p.link, "title": p.title,
-                "description": p.description, "dominant_color": "#6E7874", "alt_text": p.alt_text,
-                "creative_type": p.creative_type, "board_id": p.board_id, "board_section_id": p.section_id,
-                "board_owner": {"username": self.username}, "is_owner": True, "media": p.media,
-                "parent_pin_id": None, "is_standard": True, "has_been_promoted": False, "note": "",
-                "pin_metrics": None}
+        return {
+            "id": p.id,
+            "created_at": p.created_at,
+            "link": p.link,
+            "title": p.title,
+            "description": p.description,
+            "dominant_color": "#6E7874",
+            "alt_text": p.alt_text,
+            "creative_type": p.creative_type,
+            "board_id": p.board_id,
+            "board_section_id": p.section_id,
+            "board_owner": {"username": self.username},
+            "is_owner": True,
+            "media": p.media,
+            "parent_pin_id": None,
+            "is_standard": True,
+            "has_been_promoted": False,
+            "note": "",
+            "pin_metrics": None,
+        }
 
     def _paginate(self, req: Request, items: list[dict[str, Any]]) -> Response:
         """``bookmark`` paging, page_size 1..250 default 25 (Paginated schema)."""
         raw = req.arg("page_size", "25") or "25"
         if not raw.isdigit() or not 1 <= int(raw) <= 250:
-            return pinterest_error(400, f"Invalid parameter: page_size must be between 1 and 250, got {raw}", 1)
+            return pinterest_error(
+                400, f"Invalid parameter: page_size must be between 1 and 250, got {raw}", 1
+            )
         size = int(raw)
         sig = hashlib.sha1(req.path.encode()).hexdigest()[:8]
         start = 0
@@ -268,13 +348,17 @@ class PinterestFake:
                 return pinterest_error(400, "Invalid bookmark.", 1)  # unverified wording
         page = items[start : start + size]
         more = start + size < len(items)
-        bookmark = base64.urlsafe_b64encode(f"{start + size}:{sig}".encode()).decode().rstrip("=") if more else None
+        bookmark = (
+            base64.urlsafe_b64encode(f"{start + size}:{sig}".encode()).decode().rstrip("=") if more else None
+        )
         return json_response(200, {"items": page, "bookmark": bookmark})
 
     def _board(self, req: Request, bid: str, pins: bool) -> Board:
         tok = self.oauth.check_bearer(req, ["boards:read", "pins:read"] if pins else ["boards:read"])
         b = self.boards.get(bid)
-        secret_ok = "boards:read_secret" in tok.grant.scopes and (not pins or "pins:read_secret" in tok.grant.scopes)
+        secret_ok = "boards:read_secret" in tok.grant.scopes and (
+            not pins or "pins:read_secret" in tok.grant.scopes
+        )
         if b is None or (b.privacy == "SECRET" and not secret_ok):  # §3.1: secret needs the *_secret scopes
             raise Abort(pinterest_error(404, "Board not found."))
         return b
@@ -295,14 +379,21 @@ class PinterestFake:
         tok = self.oauth.check_bearer(req, ["boards:read"])
         secret_ok = "boards:read_secret" in tok.grant.scopes
         privacy = req.arg("privacy")
-        allowed = {None: {"PUBLIC", "PROTECTED", "SECRET"}, "ALL": {"PUBLIC", "PROTECTED", "SECRET"},
-                   "PUBLIC": {"PUBLIC"}, "PROTECTED": {"PROTECTED"}, "SECRET": {"SECRET"},
-                   "PUBLIC_AND_SECRET": {"PUBLIC", "SECRET"}}.get(privacy)
+        allowed = {
+            None: {"PUBLIC", "PROTECTED", "SECRET"},
+            "ALL": {"PUBLIC", "PROTECTED", "SECRET"},
+            "PUBLIC": {"PUBLIC"},
+            "PROTECTED": {"PROTECTED"},
+            "SECRET": {"SECRET"},
+            "PUBLIC_AND_SECRET": {"PUBLIC", "SECRET"},
+        }.get(privacy)
         if allowed is None:
             return pinterest_error(400, f"Invalid parameter: privacy {privacy!r}", 1)
         if not secret_ok:
             allowed = allowed - {"SECRET"}
-        return self._paginate(req, [self._board_json(b) for b in self.boards.values() if b.privacy in allowed])
+        return self._paginate(
+            req, [self._board_json(b) for b in self.boards.values() if b.privacy in allowed]
+        )
 
     def _board_pins(self, req: Request, bid: str) -> Response:
         self._board(req, bid, pins=True)
@@ -321,15 +412,22 @@ class PinterestFake:
             raise
         if sid not in b.sections:
             return pinterest_error(404, "Board or section not found.")
-        return self._paginate(req, [self._pin_json(p) for p in self.pins
-                                    if p.board_id == bid and p.section_id == sid])
+        return self._paginate(
+            req, [self._pin_json(p) for p in self.pins if p.board_id == bid and p.section_id == sid]
+        )
 
     def _media(self, req: Request, key: str) -> Response:
         """Image bytes (CDN: no auth)."""
         data = self.media.get(req.path)
         if data is None:
             return Response(404, b"", {"Content-Type": "text/html"})
-        return serve_bytes(req, data, {"Content-Type": "image/jpeg", "Cache-Control": "max-age=31536000",
-                                       "ETag": f'"{hashlib.md5(data).hexdigest()}"',
-                                       "Last-Modified": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())})
-
+        return serve_bytes(
+            req,
+            data,
+            {
+                "Content-Type": "image/jpeg",
+                "Cache-Control": "max-age=31536000",
+                "ETag": f'"{hashlib.md5(data).hexdigest()}"',
+                "Last-Modified": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()),
+            },
+        )

@@ -74,7 +74,7 @@ try {
     headless: true,
     args: [
       '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--no-first-run',
+      '--disable-component-update', '--no-first-run', '--disable-sync', '--disable-quic',
     ],
     timeout: opts.timeout,
   });

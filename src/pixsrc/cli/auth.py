@@ -1,61 +1,127 @@
-"""``pixsrc auth``: store, inspect and forget the credentials of sources."""
+"""``pixsrc auth``: sign sources in and out; credentials live in the OS keyring, never in the config."""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pixsrc.cli.common import app_state, handle_errors, is_interactive, print_json, say
 from pixsrc.errors import UsageError
 
-app = typer.Typer(help="Log sources in and out; credentials live in the OS keyring, never in the config.",
-                  epilog="Example: printf %s \"$KEY\" | pixsrc auth login client-assets --api-key-stdin",
-                  no_args_is_help=True)
+if TYPE_CHECKING:
+    from pixsrc.config import Config, Source
+    from pixsrc.types import SourceType
+
+app = typer.Typer(help="Sign sources in and out; credentials live in the OS keyring, never in the config.",
+                  epilog="Example: pixsrc auth login my-drive", no_args_is_help=True)
 
 SourceArg = Annotated[str, typer.Argument(metavar="SOURCE", help="Id or name.")]
+StoreOption = Annotated[str | None, typer.Option("--store", metavar="keyring|file",
+                                                 help="Where to keep it (file: mode-0600 file in the state dir).")]
 
 
-def _source_and_type(ctx: typer.Context, ref: str) -> tuple[Any, Any]:
+def _load(ctx: typer.Context) -> Config:
     from pixsrc.config import load_config
+
+    return load_config(app_state(ctx).config_path)
+
+
+def _source_and_type(cfg: Config, ref: str) -> tuple[Source, SourceType]:
     from pixsrc.fetch import source_type
 
-    source = load_config(app_state(ctx).config_path).find(ref)
+    source = cfg.find(ref)
     return source, source_type(source)
 
 
-@app.command(epilog="Examples: pixsrc auth login client-assets\n\n"
+def _check_store(store: str | None) -> None:
+    if store not in (None, "keyring", "file"):
+        raise UsageError(f"--store {store!r}: use keyring or file")
+
+
+def oauth_login(cfg: Config, source_id: str, title: str, stype: SourceType, *, open_browser: bool = True,
+                port: int | None = None, timeout: float = 300.0, store: str | None = None) -> None:
+    """Run the browser sign-in for a source and store its tokens (also the `add` wizard's step)."""
+    from pixsrc import oauth
+
+    spec = stype.auth
+    assert spec.oauth is not None
+    settings = oauth.settings_for(spec.oauth, cfg.providers())
+    if not settings.client_id:
+        raise UsageError(f"no OAuth client is set up for {spec.oauth.display_name}",
+                         hint=oauth.setup_steps(settings, source_id))
+    token_set = oauth.login(settings, spec.scopes, title, open_browser=open_browser, port=port, timeout=timeout,
+                            stdin=sys.stdin)
+    where = oauth.store_new_tokens(source_id, token_set, store)
+    say(f"signed in; tokens stored in {where}")
+
+
+def _verify(cfg: Config, source: Source) -> None:
+    """One cheap authenticated call, where the type has one, to prove the new credential works."""
+    from pixsrc.fetch import open_controller
+
+    controller = open_controller(source, jobs=1, providers=cfg.providers())
+    try:
+        verify = getattr(controller, "verify", None)
+        if verify is not None:
+            who = verify()
+            say(f"checked: the credential works{f' ({who})' if who else ''}")
+    finally:
+        controller.close()
+
+
+@app.command(epilog="Examples: pixsrc auth login my-drive\n\n"
+                    "  pixsrc auth login my-drive --no-browser   # over SSH: open the URL elsewhere, paste back\n\n"
                     "  printf %s \"$KEY\" | pixsrc auth login client-assets --api-key-stdin")
 @handle_errors
 def login(
     ctx: typer.Context,
     source_ref: SourceArg,
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Only print the sign-in URL.")] = False,
+    port: Annotated[int | None, typer.Option("--port", min=0, max=65535,
+                                             help="Loopback port for the redirect (OAuth).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", min=1,
+                                           help="Give up waiting for the sign-in after this long.")] = 300,
     api_key_stdin: Annotated[bool, typer.Option("--api-key-stdin", help="Read the API key from stdin.")] = False,
-    store: Annotated[str | None, typer.Option("--store", metavar="keyring|file",
-                                              help="Where to keep it (file: mode-0600 file in the state dir).")] = None,
+    store: StoreOption = None,
 ) -> None:
-    """Store the credential a source needs."""
+    """Sign a source in: the browser flow for OAuth types, a hidden prompt for API keys."""
     from pixsrc import tokens
 
-    source, stype = _source_and_type(ctx, source_ref)
-    if store not in (None, "keyring", "file"):
-        raise UsageError(f"--store {store!r}: use keyring or file")
-    if stype.auth.kind == "none":
+    _check_store(store)
+    cfg = _load(ctx)
+    source, stype = _source_and_type(cfg, source_ref)
+    kind = stype.auth.kind
+    if kind == "none":
         raise UsageError(f"source {source.id!r} ({stype.id}) needs no credential")
-    if stype.auth.kind == "oauth2":
-        raise UsageError(f"OAuth login for {stype.id} is not available in this version of pixsrc")
-    if api_key_stdin:
-        secret = sys.stdin.read().strip()
-    elif is_interactive():
-        secret = typer.prompt(stype.auth.label, hide_input=True).strip()
+    if kind == "oauth2":
+        oauth_login(cfg, source.id, source.name, stype, open_browser=not no_browser, port=port, timeout=timeout,
+                    store=store)
     else:
-        raise UsageError("no terminal to ask for the key", hint="pipe it in with --api-key-stdin")
-    if not secret:
-        raise UsageError("the key is empty")
-    where = tokens.put(source.id, secret, store)  # type: ignore[arg-type]
-    say(f"stored the credential of {source.id!r} in {where}")
+        if api_key_stdin:
+            secret = sys.stdin.read().strip()
+        elif is_interactive():
+            secret = typer.prompt(stype.auth.label, hide_input=True).strip()
+        else:
+            raise UsageError("no terminal to ask for the key", hint="pipe it in with --api-key-stdin")
+        if not secret:
+            raise UsageError("the key is empty")
+        say(f"stored the credential of {source.id!r} in {tokens.put(source.id, secret, store)}")  # type: ignore[arg-type]
+    _verify(cfg, source)
+
+
+def _status_row(source: Source) -> dict[str, Any]:
+    from pixsrc import oauth, registry, tokens
+
+    if not registry.is_installed(source.type):
+        return {"source": source.id, "kind": None, "status": "unavailable", "stored_in": None,
+                "detail": f"type {source.type!r} is not installed"}
+    auth = registry.get(source.type).auth
+    if auth.kind == "oauth2" and auth.oauth is not None:
+        return {"source": source.id, **oauth.status(source.id, auth.oauth)}
+    return {"source": source.id, **tokens.status(source.id, auth.kind, auth.required)}
 
 
 @app.command(epilog="Example: pixsrc auth status --json")
@@ -65,37 +131,116 @@ def status(
     source_ref: Annotated[str | None, typer.Argument(metavar="[SOURCE]", help="Id or name; all if omitted.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show, per source, whether a credential is stored and where (never the credential)."""
-    from pixsrc import registry, tokens
-    from pixsrc.config import load_config
-
-    cfg = load_config(app_state(ctx).config_path)
+    """Per source: the auth kind, where the credential is, scopes and expiry (never a token)."""
+    cfg = _load(ctx)
     sources = [cfg.find(source_ref)] if source_ref else list(cfg.sources.values())
-    rows = []
-    for source in sources:
-        if not registry.is_installed(source.type):
-            rows.append({"source": source.id, "kind": None, "status": "unavailable", "stored_in": None,
-                         "detail": f"type {source.type!r} is not installed"})
-            continue
-        auth = registry.get(source.type).auth
-        rows.append({"source": source.id, **tokens.status(source.id, auth.kind, auth.required)})
+    rows = [_status_row(source) for source in sources]
     if json_out:
         print_json(rows)
         return
     for row in rows:
         where = row["stored_in"] or row["detail"] or ""
-        print(f"{row['source']}: {row['kind'] or '?'}: {row['status']}" + (f" ({where})" if where else ""))
+        line = f"{row['source']}: {row['kind'] or '?'}: {row['status']}" + (f" ({where})" if where else "")
+        if row.get("scopes"):
+            line += f"\n    scopes: {' '.join(row['scopes'])}"
+        if row.get("access_expires_at"):
+            line += f"\n    access token expires {row['access_expires_at']}"
+        if row.get("refresh_token_age_days") is not None:
+            line += f"\n    refresh token age: {row['refresh_token_age_days']} days"
+        if row.get("limit"):
+            line += f"\n    limit: {row['limit']}"
+        print(line)
 
 
-@app.command(epilog="Example: pixsrc auth logout client-assets")
+@app.command(epilog="Example: pixsrc auth logout my-drive")
 @handle_errors
-def logout(ctx: typer.Context, source_ref: SourceArg) -> None:
-    """Delete a source's stored credential."""
-    from pixsrc import tokens
+def logout(
+    ctx: typer.Context,
+    source_ref: SourceArg,
+    keep_remote: Annotated[bool, typer.Option("--keep-remote", help="Do not revoke at the provider.")] = False,
+) -> None:
+    """Revoke the source's token at the provider (where supported), then delete it locally."""
+    from pixsrc import oauth, tokens
+    from pixsrc.errors import AuthRequired
 
-    source, _ = _source_and_type(ctx, source_ref)
+    cfg = _load(ctx)
+    source, stype = _source_and_type(cfg, source_ref)
+    if stype.auth.kind == "oauth2" and stype.auth.oauth is not None and not keep_remote:
+        try:
+            credential = tokens.get(source.id)
+        except AuthRequired:
+            credential = None
+        if credential is not None:
+            try:
+                token_set = oauth.TokenSet.parse(credential.value)
+            except AuthRequired as exc:
+                say(f"not revoked: {exc.message}")
+            else:
+                say(oauth.revoke(oauth.settings_for(stype.auth.oauth, cfg.providers()), token_set))
     removed = tokens.delete(source.id)
     say(f"deleted the credential of {source.id!r} from {', '.join(removed)}" if removed
         else f"no stored credential for {source.id!r}")
     if tokens.env_var(source.id) in os.environ:
         say(f"note: {tokens.env_var(source.id)} is still set in this environment")
+
+
+@app.command(epilog="Example: printf %s \"$SECRET\" | pixsrc auth client pinterest --secret-stdin")
+@handle_errors
+def client(
+    ctx: typer.Context,
+    provider: Annotated[str, typer.Argument(metavar="PROVIDER", help="google, dropbox, pinterest, ...")],
+    secret_stdin: Annotated[bool, typer.Option("--secret-stdin", help="Read the secret from stdin.")] = False,
+    store: StoreOption = None,
+) -> None:
+    """Store an OAuth client secret in the keyring (its client_id goes in [providers.PROVIDER])."""
+    from pixsrc import oauth, registry, tokens
+
+    _check_store(store)
+    types, _ = registry.load_all()
+    known = sorted({t.auth.oauth.name for t in types if t.auth.oauth is not None})
+    if provider not in known:
+        raise UsageError(f"unknown OAuth provider {provider!r}", hint=registry.suggest(provider, known, "pixsrc types"))
+    if secret_stdin:
+        secret = sys.stdin.read().strip()
+    elif is_interactive():
+        secret = typer.prompt(f"Client secret for {provider}", hide_input=True).strip()
+    else:
+        raise UsageError("no terminal to ask for the secret", hint="pipe it in with --secret-stdin")
+    if not secret:
+        raise UsageError("the secret is empty")
+    where = tokens.put(oauth.client_secret_key(provider), secret, store)  # type: ignore[arg-type]
+    say(f"stored the {provider} client secret in {where}")
+
+
+@app.command("export", epilog="Example: pixsrc auth export my-drive  # then save it as a CI secret")
+@handle_errors
+def export(ctx: typer.Context, source_ref: SourceArg) -> None:
+    """Print a bundle for CI (PIXSRC_AUTH_<ID>): it is a password, treat it as one."""
+    from pixsrc import oauth, tokens
+
+    source, stype = _source_and_type(_load(ctx), source_ref)
+    if stype.auth.kind != "oauth2":
+        raise UsageError(f"{source.id!r} uses {stype.auth.kind}; set {tokens.env_var(source.id)} to the key itself")
+    credential = tokens.get(source.id)
+    if credential is None:
+        raise UsageError(f"{source.id!r} is not signed in", hint=f"run: pixsrc auth login {source.id}")
+    bundle = oauth.TokenSet.parse(credential.value).to_bundle()
+    say(f"warning: this grants access to {source.name}; store it only as a CI secret named "
+        f"{tokens.env_var(source.id)}")
+    print(bundle)
+
+
+@app.command("import", epilog="Example: pixsrc auth import my-drive < bundle.txt")
+@handle_errors
+def import_(ctx: typer.Context, source_ref: SourceArg, store: StoreOption = None) -> None:
+    """Store a bundle made by `auth export` (read from stdin) for this source."""
+    from pixsrc import oauth, tokens
+
+    _check_store(store)
+    source, stype = _source_and_type(_load(ctx), source_ref)
+    if stype.auth.kind != "oauth2" or stype.auth.oauth is None:
+        raise UsageError(f"{source.id!r} does not use OAuth")
+    token_set = oauth.TokenSet.parse(sys.stdin.read())
+    if token_set.provider != stype.auth.oauth.name or not token_set.refresh_token:
+        raise UsageError(f"that bundle is not a {stype.auth.oauth.name} sign-in with a refresh token")
+    say(f"stored in {tokens.put(source.id, token_set.to_json(), store)}")  # type: ignore[arg-type]

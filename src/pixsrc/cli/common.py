@@ -42,12 +42,16 @@ def app_state(ctx: typer.Context) -> AppState:
 
 
 def say(message: str) -> None:
-    """A message for the person (stderr)."""
-    print(message, file=sys.stderr)
+    """A message for the person (stderr), with anything secret masked."""
+    from pixsrc.redact import redact
+
+    print(redact(message), file=sys.stderr)
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    from pixsrc.redact import redact
+
+    sys.stdout.write(redact(json.dumps(data, indent=2, ensure_ascii=False, default=str), patterns=False) + "\n")
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:

@@ -49,13 +49,13 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(app_state(ctx).config_path)
         sources = select_sources(cfg, refs or [], all_enabled)
         if list_only:
-            _list(sources, include or [], exclude or [], json_out)
+            _list(sources, include or [], exclude or [], json_out, cfg.providers())
             return
         _fetch(cfg, sources, dest, dry_run, jobs, include or [], exclude or [], prune, force, wait, json_out,
                quiet)
 
 
-def _list(sources: list, include: list[str], exclude: list[str], json_out: bool) -> None:
+def _list(sources: list, include: list[str], exclude: list[str], json_out: bool, providers: dict) -> None:
     from pixsrc.fetch import list_assets, source_type
     from pixsrc.paths import sanitize_path
 
@@ -63,7 +63,7 @@ def _list(sources: list, include: list[str], exclude: list[str], json_out: bool)
         source_type(source)
     out = sys.stdout
     for source in sources:
-        for asset in list_assets(source, include, exclude):
+        for asset in list_assets(source, include, exclude, providers):
             path = sanitize_path(asset.path)
             if json_out:
                 out.write(json.dumps({
@@ -92,10 +92,11 @@ def _fetch(cfg, sources, dest, dry_run, jobs, include, exclude, prune, force, wa
         try:
             if progress:
                 with progress:
-                    report, reason = fetch_source(source, options, wait=wait, on_outcome=progress.outcome,
+                    report, reason = fetch_source(source, options, wait=wait, providers=cfg.providers(),
+                                                  on_outcome=progress.outcome,
                                                   on_bytes=progress.advance_bytes, on_plan=progress.plan)
             else:
-                report, reason = fetch_source(source, options, wait=wait,
+                report, reason = fetch_source(source, options, wait=wait, providers=cfg.providers(),
                                               on_outcome=_print_dry_run if dry_run and not json_out else _ignore)
         except KeyboardInterrupt:
             interrupted = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -114,6 +115,26 @@ def _ask_api_key(stype: SourceType) -> str | None:
     return value.strip() or None
 
 
+def _oauth_step(ctx: typer.Context, stype: SourceType) -> Any:
+    """The wizard's sign-in step: returns the new tokens, or None to sign in later."""
+    from pixsrc import oauth
+    from pixsrc.errors import PixsrcError
+
+    provider = stype.auth.oauth
+    if provider is None or not typer.confirm(f"Sign in to {provider.display_name} now?", default=True):
+        return None
+    settings = oauth.settings_for(provider, _load(ctx).providers())
+    if not settings.client_id:
+        say(f"pixsrc has no OAuth client for {provider.display_name} yet: "
+            + oauth.setup_steps(settings, "<this source>"))
+        return None
+    try:
+        return oauth.login(settings, stype.auth.scopes, provider.display_name, stdin=sys.stdin)
+    except PixsrcError as exc:
+        say(f"sign-in failed: {exc.message}; the source is added anyway, sign in later with `pixsrc auth login`")
+        return None
+
+
 def _load(ctx: typer.Context) -> Config:
     from pixsrc.config import load_config
 
@@ -157,6 +178,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--id {source_id!r}: use lower-case letters, digits and '-' (at most 64)")
         config = _stored_config(stype, values, f"sources.{source_id or 'new'}.config")
         secret = _ask_api_key(stype) if interactive and stype.auth.kind == "api-key" else None
+        token_set = _oauth_step(ctx, stype) if interactive and stype.auth.kind == "oauth2" else None
         if interactive and name is None:
             name = typer.prompt("Name for this source", default=stype.name)
         name = (name or stype.name).strip()
@@ -177,7 +199,11 @@ def register(app: typer.Typer) -> None:
             from pixsrc import tokens
 
             say(f"credential stored in {tokens.put(source_id, secret)}")
-        if stype.auth.kind == "oauth2":
+        if token_set is not None:
+            from pixsrc import oauth
+
+            say(f"tokens stored in {oauth.store_new_tokens(source_id, token_set, None)}")
+        elif stype.auth.kind == "oauth2":
             say(f"next: pixsrc auth login {source_id}")
 
     @app.command("list", epilog="Example: pixsrc list --json | jq -r '.[].id'")
