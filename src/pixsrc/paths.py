@@ -15,7 +15,8 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls, and bidi overrides that make "gpj.exe" look like "exe.jpg"
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _WINDOWS_BAD = re.compile(r'[<>:"\\|?*]')
 _WINDOWS_RESERVED = frozenset(
     ["con", "prn", "aux", "nul"] + [f"com{i}" for i in range(1, 10)] + [f"lpt{i}" for i in range(1, 10)]

@@ -103,6 +103,7 @@ class _Job:
     asset: Asset
     path: str
     action: Literal["downloaded", "updated"]
+    replaces: Entry | None = None  # the previous file at another path, removed once this one lands
 
 
 def _hash_file(path: Path, algorithm: str) -> str:
@@ -113,9 +114,13 @@ def _hash_file(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
+def _part_prefix(asset: Asset) -> str:
+    return ".pixsrc-" + hashlib.sha1(asset.id.encode()).hexdigest()[:12]
+
+
 def _part_name(asset: Asset) -> str:
-    key = hashlib.sha1(f"{asset.id}\0{asset.version}".encode()).hexdigest()[:16]
-    return f".pixsrc-{key}.part"
+    """Hidden, per asset and version: a resumed download never mixes two versions' bytes."""
+    return f"{_part_prefix(asset)}-{hashlib.sha1(asset.version.encode()).hexdigest()[:8]}.part"
 
 
 class SyncRun:
@@ -205,7 +210,7 @@ class SyncRun:
             if (entry.version == asset.version and st is None and self._plain_parents(old)
                     and self._intact(_lstat(old), entry)):
                 return self._rename(asset, old, path, entry), None
-            return None, _Job(asset, path, "updated")
+            return None, _Job(asset, path, "updated", replaces=entry)
         if st is None:
             return None, _Job(asset, path, "downloaded")
         if not self._intact(st, entry) and not force:
@@ -330,6 +335,11 @@ class SyncRun:
             raise KeyboardInterrupt from None
         except (AssetError, HttpError, OSError) as exc:
             return Outcome(job.asset.id, job.path, "failed", error=str(exc) or type(exc).__name__), None
+        if job.replaces is not None:  # renamed and changed at the source: drop our old copy
+            old = self.dest / job.replaces.path
+            if self._plain_parents(old) and self._intact(_lstat(old), job.replaces):
+                old.unlink()
+                self._remove_empty_parents(old.parent)
         return Outcome(job.asset.id, job.path, job.action, size), entry
 
     def _safe_parent(self, target: Path) -> None:
@@ -355,12 +365,21 @@ class SyncRun:
         target = self.dest / job.path
         self._safe_parent(target)
         part = target.parent / _part_name(asset)
+        if job.action == "updated":  # parts of an older version can never be resumed
+            for stale in target.parent.glob(_part_prefix(asset) + "-*.part"):
+                if stale != part:
+                    stale.unlink(missing_ok=True)
         attempt = 0
+        mismatches = 0
         received = [0]  # bytes over the wire in this run, failed attempts included
         while True:
             try:
                 written = self._stream_into(asset, part, received)
                 break
+            except ChecksumMismatch:
+                mismatches += 1
+                if mismatches > 1:  # once may be a glitch; twice means the source's checksum is wrong
+                    raise
             except (AssetError, HttpError) as exc:
                 if not exc.retryable or attempt >= self.options.retries:
                     raise
@@ -434,9 +453,13 @@ class SyncRun:
             actual = (check or sha256).hexdigest()
             if actual != asset.checksum.value.lower():
                 part.unlink(missing_ok=True)
-                raise AssetError(f"{asset.checksum.algorithm} mismatch: got {actual}, the source said "
+                raise ChecksumMismatch(f"{asset.checksum.algorithm} mismatch: got {actual}, the source said "
                                  f"{asset.checksum.value}", retryable=True)
         return received, sha256.hexdigest()
+
+
+class ChecksumMismatch(AssetError):
+    pass
 
 
 def _network_error(exc: OSError) -> bool:

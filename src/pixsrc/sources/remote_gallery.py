@@ -158,7 +158,11 @@ class RemoteGalleryController:
 
     def _crawl(self, url: str, body: bytes) -> Iterator[Asset]:
         parts = urlsplit(url)
-        base_path = parts.path if parts.path.endswith("/") else parts.path.rsplit("/", 1)[0] + "/"
+        last = parts.path.rsplit("/", 1)[-1]
+        if parts.path.endswith("/") or "." not in last:
+            base_path = parts.path.rstrip("/") + "/"  # "/gallery" served without a redirect is a folder too
+        else:
+            base_path = parts.path.rsplit("/", 1)[0] + "/"  # "/gallery/index.html"
         base = urlunsplit((parts.scheme, parts.netloc, base_path, "", ""))
         files: dict[str, str] = {}
         visited = {url, base}
@@ -166,8 +170,9 @@ class RemoteGalleryController:
         while frontier:
             page, depth = frontier.pop(0)
             page_body = body if page == url else self._get(page, "text/html").read_all()
+            page_base = base if page == url and "." not in last else page
             for href in _hrefs(page_body.decode("utf-8", "replace")):
-                target = urlsplit(urljoin(page, href))
+                target = urlsplit(urljoin(page_base, href))
                 if {".", ".."} & set(unquote(target.path).split("/")):
                     continue  # encoded dot segments (%2e%2e/) a server would resolve above the gallery
                 if target.query or target.scheme not in ("http", "https") or target.netloc != parts.netloc:
@@ -193,8 +198,12 @@ class RemoteGalleryController:
         except HttpError as exc:
             raise SourceUnavailable(f"{self.source_name}: {exc}") from None
         response.close()
-        if response.status >= 400:
-            raise SourceUnavailable(f"{self.source_name}: HEAD {url}: HTTP {response.status}")
+        if response.status in (401, 403):
+            raise AuthRequired(f"{self.source_name}: the gallery answered HTTP {response.status} for {url}",
+                               hint=f"store its API key: pixsrc auth login {self.source_name}")
+        if response.status >= 400:  # listed but gone: let the download fail for this file alone
+            return Asset(id=rel, path=rel, version=f"http-{response.status}", media_type=media_type(rel),
+                         ref=(url, None))
         headers = response.headers
         length = headers.get("Content-Length")
         size = int(length) if length and length.isdigit() else None
