@@ -7,6 +7,7 @@ credentials.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +32,7 @@ from pixsrc.errors import (
 from pixsrc.locks import FileLock
 from pixsrc.state import State
 from pixsrc.sync import Options, Outcome, Report, SyncRun
-from pixsrc.types import Asset, Controller, SourceContext, SourceType
+from pixsrc.types import Asset, Controller, MemoryCache, SourceCache, SourceContext, SourceType
 
 # A run's exit code is that of its most severe source, in this order.
 STATUS_EXIT = {"interrupted": EXIT_INTERRUPTED, "invalid": EXIT_USAGE, "auth": EXIT_AUTH,
@@ -85,7 +86,17 @@ def source_type(source: Source) -> SourceType:
     return registry.get(source.type)
 
 
-def open_controller(source: Source, jobs: int, providers: dict[str, Any] | None = None) -> Controller:
+def _warn(source_id: str) -> Callable[[str], None]:
+    def warn(message: str) -> None:
+        from pixsrc.redact import redact
+
+        print(redact(f"warning: {source_id}: {message}"), file=sys.stderr)
+
+    return warn
+
+
+def open_controller(source: Source, jobs: int, providers: dict[str, Any] | None = None,
+                    cache: SourceCache | None = None) -> Controller:
     stype = source_type(source)
     model = stype.validate(source.config, f"sources.{source.id}.config")
     auth = settings = None
@@ -93,7 +104,7 @@ def open_controller(source: Source, jobs: int, providers: dict[str, Any] | None 
         from pixsrc import oauth
 
         settings = oauth.settings_for(stype.auth.oauth, providers or {})
-        auth = oauth.OAuthSession(source.id, settings)
+        auth = oauth.OAuthSession(source.id, settings, warn=_warn(source.id))
 
     def get_secret() -> str | None:
         if stype.auth.kind == "none":
@@ -107,7 +118,8 @@ def open_controller(source: Source, jobs: int, providers: dict[str, Any] | None 
         return credential.value if credential else None
 
     context = SourceContext(source.id, source.name, model, jobs=jobs, get_secret=get_secret,
-                            user_agent=f"pixsrc/{__version__}", auth=auth, provider=settings)
+                            user_agent=f"pixsrc/{__version__}", auth=auth, provider=settings,
+                            cache=cache or MemoryCache(), warn=_warn(source.id))
     return stype.factory(context)
 
 
@@ -146,7 +158,8 @@ def fetch_source(source: Source, options: Options, *, wait: bool, providers: dic
     state = State(root / "state.db")
     reason: str | None = None
     try:
-        controller = open_controller(source, options.jobs, providers)
+        cache = state.cache(source.id)
+        controller = open_controller(source, options.jobs, providers, cache)
         try:
             run = SyncRun(source.id, controller, state, options, on_bytes=on_bytes, on_plan=on_plan)
             try:
@@ -157,6 +170,8 @@ def fetch_source(source: Source, options: Options, *, wait: bool, providers: dic
         finally:
             controller.close()
         report.status = "partial" if report.failed else "ok"
+        if not options.dry_run:
+            cache.commit()  # the listing completed: cursors and snapshots may move on
     except KeyboardInterrupt:
         report.status = "interrupted"
         raise

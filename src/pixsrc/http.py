@@ -169,6 +169,7 @@ class Response:
         self.headers = headers
         self.offset = 0  # for downloads: where the body starts in the resource (206 answers)
         self._done = False
+        self.body: bytes | None = None  # set by buffer_body(): then read() serves from it
         self._on_done: Callable[[], None] | None = None  # frees a rate-limit slot
         self._keep_alive = headers.get("connection", "").lower() != "close"
         self._chunk_left = 0
@@ -191,8 +192,17 @@ class Response:
             if self._on_done is not None:
                 self._on_done()
 
+    def buffer_body(self, limit: int = 1 << 20) -> None:
+        """Read the whole (small) body now, so it can be inspected and still be read later."""
+        if self.body is None:
+            self.body = self.read_all(limit)
+            self._unread = memoryview(self.body)
+
     def read(self, size: int = 1 << 18) -> bytes:
         """Up to ``size`` bytes of the body; b"" at its end. A cut-off body raises HttpError."""
+        if self.body is not None:
+            data, self._unread = bytes(self._unread[:size]), self._unread[size:]
+            return data
         if self._done:
             return b""
         if cancelled.is_set():
@@ -273,10 +283,12 @@ class HttpClient:
 
     def __init__(self, *, headers: Mapping[str, str] | None = None, timeout: float = 30.0,
                  retries: int = 4, on_wait: Callable[[float, str], None] | None = None,
-                 auth: Auth | None = None, limit: RateLimit | None = None) -> None:
+                 auth: Auth | None = None, limit: RateLimit | None = None,
+                 retry_when: Callable[[int, bytes], bool] | None = None) -> None:
         self.headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
         self.auth = auth
         self.limit = limit
+        self.retry_when = retry_when
         self.timeout = timeout
         self.retries = retries
         self.on_wait = on_wait
@@ -406,7 +418,12 @@ class HttpClient:
                     self.auth.unauthorized(sent)  # refresh once, then send again
                     reauthorized = True
                     continue
-                if status not in RETRY_STATUSES or attempt >= self.retries:
+                transient = status in RETRY_STATUSES
+                if not transient and self.retry_when is not None and status >= 400 and attempt < self.retries:
+                    # e.g. Google's 403 rateLimitExceeded: only the body tells
+                    response.buffer_body()
+                    transient = self.retry_when(status, response.body or b"")
+                if not transient or attempt >= self.retries:
                     return response
                 hinted = retry_after_seconds(response.headers.get("Retry-After"))
                 response.read_all()

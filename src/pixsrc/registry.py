@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 GROUP = "pixsrc.source_types"
 
 BUILTINS: dict[str, str] = {
+    "dropbox": "pixsrc.sources.dropbox:SOURCE_TYPE",
+    "google-drive": "pixsrc.sources.google_drive:SOURCE_TYPE",
     "local-fs": "pixsrc.sources.local_fs:SOURCE_TYPE",
+    "pinterest": "pixsrc.sources.pinterest:SOURCE_TYPE",
     "remote-gallery": "pixsrc.sources.remote_gallery:SOURCE_TYPE",
 }
 

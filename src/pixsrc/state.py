@@ -103,6 +103,9 @@ class State:
     def set_meta(self, source: str, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO source_meta VALUES (?, ?, ?)", (source, key, value))
 
+    def cache(self, source: str) -> SourceCacheView:
+        return SourceCacheView(self, source)
+
     def add_run(self, source: str, started_at: float, status: str, exit_code: int, counts: dict[str, Any]) -> None:
         self.db.execute(
             "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -116,3 +119,26 @@ class State:
         cursor = self.db.execute(query, (source,) if source else ())
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+class SourceCacheView:
+    """A source's key-value cache: reads from the database, writes held until ``commit``."""
+
+    def __init__(self, state: State, source: str) -> None:
+        self.state, self.source = state, source
+        self.pending: dict[str, str] = {}
+
+    def get(self, key: str) -> str | None:
+        if key in self.pending:
+            return self.pending[key]
+        return self.state.get_meta(self.source, f"cache:{key}")
+
+    def put(self, key: str, value: str) -> None:
+        self.pending[key] = value
+
+    def commit(self) -> None:
+        with self.state.db:
+            self.state.db.execute("BEGIN")
+            for key, value in self.pending.items():
+                self.state.set_meta(self.source, f"cache:{key}", value)
+        self.pending.clear()

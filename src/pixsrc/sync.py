@@ -34,7 +34,7 @@ from pixsrc.http import Cancelled, HttpError, backoff_delay, cancelled
 from pixsrc.http import wait as interruptible_wait
 from pixsrc.paths import assign_paths, sanitize_path, selected
 from pixsrc.state import Entry, State
-from pixsrc.types import Asset, Controller
+from pixsrc.types import Asset, Controller, new_hasher
 
 CHUNK = 256 * 1024
 Action = Literal["downloaded", "updated", "unchanged", "renamed", "skipped", "conflict", "failed",
@@ -107,7 +107,7 @@ class _Job:
 
 
 def _hash_file(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
+    digest = new_hasher(algorithm)
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
@@ -421,7 +421,7 @@ class SyncRun:
             sha256 = hashlib.sha256()
             check = None
             if asset.checksum is not None and asset.checksum.algorithm != "sha256":
-                check = hashlib.new(asset.checksum.algorithm)
+                check = new_hasher(asset.checksum.algorithm)
             with open(part, "r+b" if stream.offset and part.exists() else "wb") as out:
                 if stream.offset:
                     out.truncate(stream.offset)

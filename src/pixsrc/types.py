@@ -156,10 +156,51 @@ class AuthSpec:
 
 @dataclass(frozen=True)
 class Checksum:
-    """A checksum the source publishes for an asset: ``algorithm`` is a hashlib name, hex ``value``."""
+    """A checksum the source publishes for an asset: ``algorithm`` is a hashlib name (or a key of
+    ``HASHERS``), ``value`` its hex digest."""
 
     algorithm: str
     value: str
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+HASHERS: dict[str, Callable[[], Hasher]] = {}
+"""Checksum algorithms hashlib does not have (e.g. Dropbox's content hash), by name."""
+
+
+def new_hasher(algorithm: str) -> Hasher:
+    if algorithm in HASHERS:
+        return HASHERS[algorithm]()
+    import hashlib
+
+    return hashlib.new(algorithm)
+
+
+class SourceCache(Protocol):
+    """A small per-source key-value store that survives between runs (e.g. a change cursor).
+
+    Writes are kept only when the listing completed, so a cursor never skips past a failed run.
+    """
+
+    def get(self, key: str) -> str | None: ...
+
+    def put(self, key: str, value: str) -> None: ...
+
+
+class MemoryCache:
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    def put(self, key: str, value: str) -> None:
+        self.values[key] = value
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +258,24 @@ class SourceContext:
     """For oauth2 types: a ``pixsrc.http.Auth`` that adds (and refreshes) the bearer token."""
     provider: Any = None
     """For oauth2 types: ``pixsrc.oauth.ProviderSettings`` (URLs with the user's overrides applied)."""
+    cache: SourceCache = dc_field(default_factory=MemoryCache)
+    warn: Callable[[str], None] = lambda message: None
+    """Tell the user something (a skipped item, a long rate-limit wait); shown on stderr."""
+
+    def http(self, **options: Any) -> Any:
+        """A ``pixsrc.http.HttpClient`` wired for this source: its OAuth token (refreshed on expiry
+        and once on 401), the provider's rate limits, User-Agent, and waits shown to the user.
+        ``options`` go to HttpClient (e.g. ``retry_when``, ``headers``, ``timeout``)."""
+        from pixsrc.http import HttpClient
+
+        def on_wait(seconds: float, reason: str) -> None:
+            self.warn(f"{reason}; waiting {seconds:.0f} s before retrying")
+
+        options.setdefault("auth", self.auth)
+        options.setdefault("on_wait", on_wait)
+        if self.provider is not None:
+            options.setdefault("limit", self.provider.rate_limit())
+        return HttpClient(**options)
 
 
 @dataclass(frozen=True)
