@@ -105,7 +105,8 @@ class Server:
         self._httpd: http.server.ThreadingHTTPServer | None = None
         if kind == "rclone":
             self._proc = subprocess.Popen(
-                ["rclone", "serve", "http", str(www), "--addr", f"127.0.0.1:{self.port}", "--read-only", "-q"],
+                ["rclone", "serve", "http", str(www), "--addr", f"127.0.0.1:{self.port}",
+                 "--read-only", "-q"],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         else:
             handler = functools.partial(_Handler, directory=str(www))
@@ -155,9 +156,11 @@ def hyperfine(name: str, command: str, *, prepare: str | None, runs: int, warmup
         args += ["--prepare", prepare]
     if no_shell:
         args.append("-N")  # start-up commands take tens of ms: do not add a shell's start-up to them
-    result = subprocess.run([*args, command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run([*args, command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
     if result.returncode != 0:
-        print(f"  {name}: hyperfine failed ({result.returncode}): {result.stderr.strip()[-500:]}", file=sys.stderr)
+        print(f"  {name}: hyperfine failed ({result.returncode}): {result.stderr.strip()[-500:]}",
+              file=sys.stderr)
         return None
     data = json.loads(out.read_text())["results"][0]
     return Timing(name, data["median"], data["mean"], data["stddev"] or 0.0, data["min"], len(data["times"]))
@@ -197,6 +200,12 @@ def verify(dest: Path, digests: dict[str, str]) -> str | None:
         if hashlib.sha256((dest / rel).read_bytes()).hexdigest() != digest:
             return f"{rel}: wrong bytes"
     return None
+
+
+def outcome(result: subprocess.CompletedProcess[str], dest: Path, digests: dict[str, str]) -> str | None:
+    if result.returncode != 0:
+        return f"exit {result.returncode}: {result.stderr.strip()[-300:]}"
+    return verify(dest, digests)
 
 
 def pixsrc_command(explicit: str | None) -> str:
@@ -248,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({time.monotonic() - started:.1f} s) in {work}")
         server = Server(work / "www", server_kind, env)
         gallery_url, index_url = server.url + "gallery/", server.url + "gallery.json"
-        print(f"server: {server_kind} at {server.url}; timing with {'hyperfine' if use_hyperfine else 'a loop'}")
+        timer_name = "hyperfine" if use_hyperfine else "a loop"
+        print(f"server: {server_kind} at {server.url}; timing with {timer_name}")
 
         px = shlex.quote(pixsrc)
         for sid, url, index in (("html", gallery_url, "html"), ("json", index_url, "json")):
@@ -264,17 +274,13 @@ def main(argv: list[str] | None = None) -> int:
             dest = work / f"check-{sid}"
             result = subprocess.run([pixsrc, "fetch", sid, "--dest", str(dest), "-q", "-j", str(args.jobs)],
                                     env=env, capture_output=True, text=True)
-            why = f"exit {result.returncode}: {result.stderr.strip()[-300:]}" if result.returncode else verify(
-                dest, digests)
-            if why:
+            if why := outcome(result, dest, digests):
                 problems.append(f"pixsrc fetch ({sid}): {why}")
         if have_rclone:
             dest = work / "check-rclone"
             result = subprocess.run(["rclone", "copy", "--http-url", gallery_url, ":http:", str(dest), "-q"],
                                     env=env, capture_output=True, text=True)
-            why = f"exit {result.returncode}: {result.stderr.strip()[-300:]}" if result.returncode else verify(
-                dest, digests)
-            if why:
+            if why := outcome(result, dest, digests):
                 problems.append(f"rclone copy: {why}")
         for problem in problems:
             print(f"VERIFY FAILED: {problem}", file=sys.stderr)
@@ -312,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"{'benchmark':22} {'median':>9} {'mean ± sd':>18} {'min':>9} {'runs':>5}")
         for t in timings.values():
-            print(f"{t.name:22} {t.median:8.3f}s {t.mean:8.3f}s ± {t.stddev:5.3f}s {t.minimum:8.3f}s {t.runs:5}")
+            print(f"{t.name:22} {t.median:8.3f}s {t.mean:8.3f}s ± {t.stddev:5.3f}s {t.minimum:8.3f}s "
+                  f"{t.runs:5}")
         ratios = {}
         for mine, theirs in (("fetch-html-fresh", "rclone-fresh"), ("fetch-json-fresh", "rclone-fresh"),
                              ("fetch-html-noop", "rclone-noop"), ("fetch-json-noop", "rclone-noop"),

@@ -54,7 +54,8 @@ def test_local_fs_contract(tmp_path: Path) -> None:
     def mutate() -> None:
         (root / "b c.png").write_bytes(b"\x89PNG second, longer now")
 
-    report = check_controller(controller_factory("local-fs", {"path": str(root)}), mutate=mutate, range_checks=10)
+    make = controller_factory("local-fs", {"path": str(root)})
+    report = check_controller(make, mutate=mutate, range_checks=10)
     assert report.assets == len(FILES)
     assert report.bytes_read == sum(len(d) for d in FILES.values())
     assert report.mutated == 1
@@ -170,7 +171,8 @@ class FakeController:
     """A controller over a dict; the flags break one rule each."""
 
     def __init__(self, files: dict[str, bytes], *, bad_offset: bool = False, lie_size: bool = False,
-                 version: Callable[[str, bytes], str] = lambda rel, data: hashlib.md5(data).hexdigest()) -> None:
+                 version: Callable[[str, bytes], str] = lambda rel, data: hashlib.md5(data).hexdigest(),
+                 ) -> None:
         self.files, self.bad_offset, self.lie_size, self.version = files, bad_offset, lie_size, version
 
     def list_assets(self) -> Iterator[Asset]:

@@ -137,8 +137,8 @@ def test_add_rejects_the_plugins_own_validation() -> None:
 
 
 def test_add_and_fetch_the_plugin_type(tmp_path: Path) -> None:
-    added = run_subprocess("add", "demo-pattern", "--name", "Tiles", "--set", "prefix=tile", "--set", "count=4",
-                           "--set", "color=blue", "--no-input")
+    added = run_subprocess("add", "demo-pattern", "--name", "Tiles", "--set", "prefix=tile",
+                           "--set", "count=4", "--set", "color=blue", "--no-input")
     assert added.returncode == 0, added.stderr
     dest = tmp_path / "out"
     fetched = run_subprocess("fetch", "tiles", "--dest", str(dest), "--json", "-q")

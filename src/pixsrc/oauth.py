@@ -132,9 +132,13 @@ class TokenSet:
         return f"TokenSet(provider={self.provider!r}, expires_at={self.expires_at!r}, scope={self.scope!r})"
 
     def fresh(self, now: float | None = None) -> bool:
+        """Usable for a while yet: refresh 60 s before expiry (or half-way, for very short tokens)."""
         if not self.access_token:
             return False
-        return self.expires_at is None or self.expires_at - REFRESH_SKEW > (now or time.time())
+        if self.expires_at is None:
+            return True
+        skew = min(REFRESH_SKEW, max(0.0, self.expires_at - self.obtained_at) / 2)
+        return self.expires_at - skew > (now or time.time())
 
     def to_json(self) -> str:
         data = {k: v for k, v in asdict(self).items() if v is not None}
@@ -443,7 +447,7 @@ class OAuthSession:
             try:
                 answer = token_request(self.settings, form)
             except AuthRequired as exc:
-                raise AuthRequired(f"{self.source_id}: refreshing the access token failed: {exc.message}",
+                raise AuthRequired(f"refreshing the access token failed: {exc.message}",
                                    hint=f"run: pixsrc auth login {self.source_id}") from None
             new = _token_set(self.settings.provider.name, answer, self._tokens)
             rotated = new.refresh_token != self._tokens.refresh_token

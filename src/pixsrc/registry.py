@@ -93,7 +93,10 @@ def load_all() -> tuple[list[SourceType], list[PluginProblem]]:
     types: list[SourceType] = []
     problems: list[PluginProblem] = []
     for type_id in sorted(BUILTINS):
-        types.append(_load(type_id))
+        try:
+            types.append(_load(type_id))
+        except Exception as exc:  # a bug, but `pixsrc types` must still show the rest
+            problems.append(PluginProblem(type_id, "built-in", f"failed to load: {type(exc).__name__}: {exc}"))
     for type_id, ep in sorted(_plugin_entry_points().items()):
         if type_id in BUILTINS:
             problems.append(

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pixsrc.types import Asset, Controller, SourceContext, SourceType
+from pixsrc.types import Asset, Controller, SourceContext, SourceType, new_hasher
 
 __all__ = ["ContractError", "ContractReport", "check_controller", "context_for", "read_asset"]
 
@@ -116,7 +116,9 @@ def _check_content(asset: Asset, data: bytes, problems: list[str]) -> None:
         problems.append(f"{asset.id!r}: read {len(data)} bytes, the asset says size={asset.size}")
     if asset.checksum is not None:
         try:
-            actual = hashlib.new(asset.checksum.algorithm, data).hexdigest()
+            hasher = new_hasher(asset.checksum.algorithm)  # hashlib names and types.HASHERS keys
+            hasher.update(data)
+            actual = hasher.hexdigest()
         except ValueError:
             problems.append(f"{asset.id!r}: unknown checksum algorithm {asset.checksum.algorithm!r}")
             return
@@ -165,7 +167,8 @@ def check_controller(make_controller: Callable[[], Controller], *, mutate: Calla
         second = _listing(controller, "listing 2", problems)
         if set(second) != set(first):
             gone, new = sorted(set(first) - set(second)), sorted(set(second) - set(first))
-            problems.append(f"ids are not stable: only in listing 1: {gone[:5]}, only in listing 2: {new[:5]}")
+            problems.append(f"ids are not stable: only in listing 1: {gone[:5]}, "
+                            f"only in listing 2: {new[:5]}")
         for asset_id in sorted(set(first) & set(second)):
             if _identity(first[asset_id]) != _identity(second[asset_id]):
                 problems.append(f"{asset_id!r} changed between two listings of unchanged content: "
@@ -181,8 +184,9 @@ def check_controller(make_controller: Callable[[], Controller], *, mutate: Calla
                     problems.append(f"{asset_id!r}: open(asset, {offset}) answered offset {start} (must be "
                                     f"{offset}, or 0 when ranges are not supported)")
                 elif data != whole[start:]:
-                    problems.append(f"{asset_id!r}: open(asset, {offset}) with offset {start} gave {len(data)} "
-                                    f"bytes that are not the last {len(whole) - start} bytes of the asset")
+                    problems.append(f"{asset_id!r}: open(asset, {offset}) with offset {start} gave "
+                                    f"{len(data)} bytes that are not the last {len(whole) - start} bytes "
+                                    "of the asset")
     finally:
         controller.close()
 
@@ -196,7 +200,8 @@ def check_controller(make_controller: Callable[[], Controller], *, mutate: Calla
             mutated += changed
             same_version = after[asset_id].version == first[asset_id].version
             if changed and same_version:
-                problems.append(f"{asset_id!r}: content changed but the version stayed {first[asset_id].version!r}")
+                problems.append(f"{asset_id!r}: content changed but the version stayed "
+                                f"{first[asset_id].version!r}")
             elif not changed and not same_version:
                 problems.append(f"{asset_id!r}: content is the same but the version changed "
                                 f"{first[asset_id].version!r} -> {after[asset_id].version!r}")

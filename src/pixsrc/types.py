@@ -149,6 +149,15 @@ class AuthSpec:
     required: bool = True
     label: str = "API key"
     oauth: OAuthProvider | None = None
+    scopes_for: Callable[[Any], tuple[str, ...]] | None = dc_field(default=None, compare=False)
+    """Optional: the scopes to ask for given the source's validated config (e.g. extra scopes for an
+    opt-in feature). ``scopes`` stays the base set that ``pixsrc types`` shows."""
+
+    def scopes_of(self, config: Any | None) -> tuple[str, ...]:
+        """The scopes a sign-in asks for, for a source with this (validated) config."""
+        if self.scopes_for is None or config is None:
+            return self.scopes
+        return tuple(self.scopes_for(config))
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "provider": self.provider, "scopes": list(self.scopes), "required": self.required}
@@ -209,7 +218,9 @@ class Asset:
 
     ``id`` is stable within the source; ``path`` is a suggested relative POSIX path (the engine
     sanitises it); ``version`` changes if and only if the content changes. ``ref`` is private to the
-    controller (a download URL, a file id) and never shown.
+    controller (a download URL, a file id) and never shown. ``same_as`` optionally names another
+    asset of the same listing with identical content (one image on two boards): the engine then
+    copies that asset's local file, once it has it intact, instead of downloading again.
     """
 
     id: str
@@ -219,6 +230,7 @@ class Asset:
     modified: datetime | None = None
     media_type: str | None = None
     checksum: Checksum | None = None
+    same_as: str | None = None
     ref: Any = dc_field(default=None, compare=False, repr=False)
 
 

@@ -52,8 +52,10 @@ def oauth_login(cfg: Config, source_id: str, title: str, stype: SourceType, *, o
     if not settings.client_id:
         raise UsageError(f"no OAuth client is set up for {spec.oauth.display_name}",
                          hint=oauth.setup_steps(settings, source_id))
-    token_set = oauth.login(settings, spec.scopes, title, open_browser=open_browser, port=port, timeout=timeout,
-                            stdin=sys.stdin)
+    source = cfg.sources.get(source_id)
+    model = stype.validate(source.config, f"sources.{source_id}.config") if source is not None else None
+    token_set = oauth.login(settings, spec.scopes_of(model), title, open_browser=open_browser, port=port,
+                            timeout=timeout, stdin=sys.stdin)
     where = oauth.store_new_tokens(source_id, token_set, store)
     say(f"signed in; tokens stored in {where}")
 

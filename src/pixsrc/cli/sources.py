@@ -115,7 +115,7 @@ def _ask_api_key(stype: SourceType) -> str | None:
     return value.strip() or None
 
 
-def _oauth_step(ctx: typer.Context, stype: SourceType) -> Any:
+def _oauth_step(ctx: typer.Context, stype: SourceType, config: dict[str, Any] | None = None) -> Any:
     """The wizard's sign-in step: returns the new tokens, or None to sign in later."""
     from pixsrc import oauth
     from pixsrc.errors import PixsrcError
@@ -129,7 +129,8 @@ def _oauth_step(ctx: typer.Context, stype: SourceType) -> Any:
             + oauth.setup_steps(settings, "<this source>"))
         return None
     try:
-        return oauth.login(settings, stype.auth.scopes, provider.display_name, stdin=sys.stdin)
+        scopes = stype.auth.scopes_of(stype.validate(config, "sources.new.config") if config is not None else None)
+        return oauth.login(settings, scopes, provider.display_name, stdin=sys.stdin)
     except PixsrcError as exc:
         say(f"sign-in failed: {exc.message}; the source is added anyway, sign in later with `pixsrc auth login`")
         return None
@@ -178,7 +179,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--id {source_id!r}: use lower-case letters, digits and '-' (at most 64)")
         config = _stored_config(stype, values, f"sources.{source_id or 'new'}.config")
         secret = _ask_api_key(stype) if interactive and stype.auth.kind == "api-key" else None
-        token_set = _oauth_step(ctx, stype) if interactive and stype.auth.kind == "oauth2" else None
+        token_set = _oauth_step(ctx, stype, config) if interactive and stype.auth.kind == "oauth2" else None
         if interactive and name is None:
             name = typer.prompt("Name for this source", default=stype.name)
         name = (name or stype.name).strip()

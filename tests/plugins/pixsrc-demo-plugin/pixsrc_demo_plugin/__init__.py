@@ -79,8 +79,9 @@ class DemoPatternController:
         for k in range(1, self.config.count + 1):
             data = render_png(k, HEIGHT, rgb)
             digest = hashlib.sha256(data).hexdigest()
-            yield Asset(id=f"pattern-{k}", path=f"{self.config.prefix}-{k:03d}.png", version=f"sha256:{digest}",
-                        size=len(data), media_type="image/png", checksum=Checksum("sha256", digest), ref=data)
+            yield Asset(id=f"pattern-{k}", path=f"{self.config.prefix}-{k:03d}.png",
+                        version=f"sha256:{digest}", size=len(data), media_type="image/png",
+                        checksum=Checksum("sha256", digest), ref=data)
 
     def open(self, asset: Asset, offset: int = 0) -> _Stream:
         data = asset.ref

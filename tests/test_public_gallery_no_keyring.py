@@ -1,0 +1,21 @@
+"""A public gallery (optional API key) must fetch on a machine without any keyring (cron on a server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from support.cli import run, run_subprocess
+from support.gallery_server import GalleryServer
+
+NO_KEYRING = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
+
+
+def test_public_gallery_fetches_without_a_keyring(tmp_path: Path) -> None:
+    with GalleryServer(tmp_path / "gallery") as gallery:
+        gallery.write("a.png", b"\x89PNG public")
+        added = run("add", "remote-gallery", "--name", "Public", "--set", f"url={gallery.url}", "--no-input")
+        assert added.exit_code == 0, added.stderr
+        result = run_subprocess("fetch", "public", "--dest", str(tmp_path / "out"), env=NO_KEYRING)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "a.png").read_bytes() == b"\x89PNG public"
+    assert "no usable OS keyring" in result.stderr and "going on without a credential" in result.stderr
