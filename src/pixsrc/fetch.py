@@ -112,7 +112,7 @@ def open_controller(source: Source, jobs: int, providers: dict[str, Any] | None 
         from pixsrc import tokens
 
         try:
-            credential = tokens.get(source.id)
+            credential = tokens.get(source.id, optional=not stype.auth.required)
         except tokens.KeyringUnavailable as exc:
             if stype.auth.required:
                 raise

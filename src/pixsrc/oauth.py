@@ -505,6 +505,19 @@ def revoke(settings: ProviderSettings, token_set: TokenSet) -> str:
     try:
         if provider.revoke_style == "bearer":
             response = client.request("POST", url, headers={"Authorization": f"Bearer {token_set.access_token}"})
+            if response.status == 401 and token_set.refresh_token:
+                # the access token expired: it cannot authenticate the revocation, a fresh one can
+                # (Dropbox's revoke also kills the refresh token behind it, providers.md 2.1)
+                response.read_all(1 << 16)
+                try:
+                    fresh = token_request(settings, {"grant_type": "refresh_token",
+                                                     "refresh_token": token_set.refresh_token,
+                                                     **dict(provider.refresh_params)})
+                except AuthRequired:
+                    fresh = {}
+                if isinstance(fresh.get("access_token"), str):
+                    redact.register(fresh["access_token"])
+                    response = client.request("POST", url, headers={"Authorization": f"Bearer {fresh['access_token']}"})
         else:
             token = token_set.refresh_token or token_set.access_token or ""
             form = {"token": token, "client_id": settings.client_id or ""}

@@ -104,6 +104,7 @@ class _Job:
     path: str
     action: Literal["downloaded", "updated"]
     replaces: Entry | None = None  # the previous file at another path, removed once this one lands
+    copy_from: Entry | None = None  # asset.same_as's file, copied instead of downloaded if intact
 
 
 def _hash_file(path: Path, algorithm: str) -> str:
@@ -184,7 +185,14 @@ class SyncRun:
             for job in jobs:
                 yield self._emit(Outcome(job.asset.id, job.path, job.action, job.asset.size or 0))
             return
-        yield from self._download_all(jobs)
+        # assets with the content of another listed asset (same_as) go after the others, then copy
+        # that asset's file if it is intact; otherwise they are downloaded like any other
+        later = [j for j in jobs if j.asset.same_as is not None and j.asset.same_as in unique]
+        yield from self._download_all([j for j in jobs if j.asset.same_as is None or j.asset.same_as not in unique])
+        if later:
+            done = self.state.manifest(self.source_id)
+            yield from self._download_all([_Job(j.asset, j.path, j.action, j.replaces, done.get(j.asset.same_as or ""))
+                                           for j in later])
 
     def _emit(self, outcome: Outcome) -> Outcome:
         self.report.count(outcome)
@@ -372,7 +380,8 @@ class SyncRun:
         attempt = 0
         mismatches = 0
         received = [0]  # bytes over the wire in this run, failed attempts included
-        while True:
+        written = self._copy_local(asset, job.copy_from, part) if job.copy_from is not None else None
+        while written is None:
             try:
                 written = self._stream_into(asset, part, received)
                 break
@@ -394,6 +403,32 @@ class SyncRun:
             raise AssetError(f"a folder is in the way at {job.path}")
         os.replace(part, target)
         return self._record_file(asset, job.path, target, written[1], record=False), received[0]
+
+    def _copy_local(self, asset: Asset, entry: Entry, part: Path) -> tuple[int, str] | None:
+        """Copy the intact local file of ``entry`` into ``part``; None (download instead) if it is not
+        there as pixsrc wrote it, its bytes do not hash to what was recorded, or ``asset`` publishes
+        a size or checksum it does not match."""
+        source = self.dest / entry.path
+        if asset.size is not None and asset.size != entry.size:
+            return None
+        if asset.checksum is not None and (asset.checksum.algorithm != "sha256"
+                                           or asset.checksum.value.lower() != entry.sha256):
+            return None
+        if not self._plain_parents(source) or not self._intact(_lstat(source), entry):
+            return None
+        sha256 = hashlib.sha256()
+        try:
+            with open(source, "rb") as src, open(part, "wb") as out:
+                while chunk := src.read(CHUNK):
+                    out.write(chunk)
+                    sha256.update(chunk)
+        except OSError:
+            part.unlink(missing_ok=True)
+            return None
+        if sha256.hexdigest() != entry.sha256:
+            part.unlink(missing_ok=True)
+            return None
+        return 0, entry.sha256
 
     def _record_file(self, asset: Asset, path: str, target: Path, sha256: str | None = None,
                      record: bool = True) -> Entry:

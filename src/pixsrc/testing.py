@@ -20,7 +20,6 @@ It raises ``ContractError`` (an ``AssertionError``) listing every problem found.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any

@@ -112,12 +112,38 @@ class Credential:
         return f"Credential(stored_in={self.stored_in!r})"
 
 
-def get(source_id: str) -> Credential | None:
+def _index_path() -> Path:
+    return state_dir() / "credentials-index.json"
+
+
+def _indexed(source_id: str) -> bool:
+    try:
+        return source_id in json.loads(_index_path().read_text("utf-8"))
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def _set_indexed(source_id: str, present: bool) -> None:
+    """Remember which sources pixsrc put in the keyring (names only), so an optional credential
+    that was never stored costs no keyring start-up (~80 ms) on every run."""
+    path = _index_path()
+    with FileLock(path.with_name(path.name + ".lock")):
+        try:
+            names = set(json.loads(path.read_text("utf-8")))
+        except (FileNotFoundError, ValueError):
+            names = set()
+        if (source_id in names) != present:
+            (names.add if present else names.discard)(source_id)
+            atomic_write(path, json.dumps(sorted(names)).encode(), mode=0o600)
+
+
+def get(source_id: str, optional: bool = False) -> Credential | None:
+    """The stored credential, or None. ``optional``: skip the keyring unless pixsrc stored one there."""
     if value := os.environ.get(env_var(source_id)):
         return Credential(value, f"env {env_var(source_id)}")
     if (value := _read_file_store().get(source_id)) is not None:
         return Credential(value, f"file {file_store_path()}")
-    if default_store() == "file":
+    if default_store() == "file" or optional and not _indexed(source_id):
         return None
     import keyring
 
@@ -135,6 +161,7 @@ def put(source_id: str, value: str, store: Store | None = None) -> str:
     import keyring
 
     _keyring_call(source_id, lambda: keyring.set_password(SERVICE, source_id, value))
+    _set_indexed(source_id, True)
     # a credential left in the file store would shadow the new keyring entry
     if source_id in _read_file_store():
         _update_file_store(lambda data: data.pop(source_id, None))
@@ -158,6 +185,7 @@ def delete(source_id: str) -> list[str]:
             except PasswordDeleteError:
                 return False
 
+        _set_indexed(source_id, False)
         try:
             if _keyring_call(source_id, drop):
                 removed.append("keyring")

@@ -273,7 +273,11 @@ def hanging_env(tmp_path: Path) -> dict[str, str]:
         ["fetch", "gallery", "--dest", "{tmp}/out"],
     ],
 )
-def test_hanging_keyring_times_out_with_exit_3(source: str, tmp_path: Path, command: list[str]) -> None:
+def test_hanging_keyring_times_out_with_exit_3(source: str, tmp_path: Path, state_path: Path,
+                                              command: list[str]) -> None:
+    # as if the key had been stored in this keyring earlier (pixsrc only asks the keyring then)
+    state_path.mkdir(parents=True, exist_ok=True)
+    (state_path / "credentials-index.json").write_text('["gallery"]')
     started = time.monotonic()
     args = [arg.format(tmp=tmp_path) for arg in command]
     result = run_subprocess(*args, input=SECRET + "\n", env=hanging_env(tmp_path), timeout=60)

@@ -155,25 +155,25 @@ class PinterestController:
             response = self.http.get(url, {"Accept": "application/json"})
             body = response.read_all(32 << 20)
         except HttpError as exc:
-            raise SourceUnavailable(f"{self.source_id}: {exc}") from None
+            raise SourceUnavailable(str(exc)) from None
         status = response.status
         if status == 200:
             try:
                 return json.loads(body)
             except ValueError:
-                raise SourceUnavailable(f"{self.source_id}: Pinterest answered invalid JSON for {path}") from None
+                raise SourceUnavailable(f"Pinterest answered invalid JSON for {path}") from None
         detail = _error(body)
         if status == 401:
-            raise AuthRequired(f"{self.source_id}: Pinterest refused the sign-in: {detail}", hint=self._login_hint())
+            raise AuthRequired(f"Pinterest refused the sign-in: {detail}", hint=self._login_hint())
         if status == 403:  # code 29, "You are not permitted to access that resource": a missing scope
-            raise AuthRequired(f"{self.source_id}: Pinterest denied access to {path}: {detail}",
+            raise AuthRequired(f"Pinterest denied access to {path}: {detail}",
                                hint=f"sign in again to grant the scopes: pixsrc auth login {self.source_id}")
         if status == 400 and params.get("bookmark"):
             raise _BadBookmark(detail)
         if status == 429:  # still limited after the client's backoff (no Retry-After is sent, 3.3)
-            raise SourceUnavailable(f"{self.source_id}: Pinterest's rate limit: {detail}",
+            raise SourceUnavailable(f"Pinterest's rate limit: {detail}",
                                     hint="try again later; Trial access allows 1,000 requests a day")
-        raise SourceUnavailable(f"{self.source_id}: Pinterest answered HTTP {status} for {path}: {detail}")
+        raise SourceUnavailable(f"Pinterest answered HTTP {status} for {path}: {detail}")
 
     def _items(self, path: str) -> Iterator[dict[str, Any]]:
         """Every item of a paginated list, following ``bookmark`` until it is null or absent (3.2).
@@ -193,14 +193,14 @@ class PinterestController:
                 document = self._get(path, params)
             except _BadBookmark as exc:
                 if restarted:
-                    raise SourceUnavailable(f"{self.source_id}: Pinterest rejected the page bookmark of {path} "
+                    raise SourceUnavailable(f"Pinterest rejected the page bookmark of {path} "
                                             f"twice: {exc}") from None
                 self.warn(f"Pinterest rejected a page bookmark of {path} ({exc}); listing it again from the start")
                 restarted, bookmark, seen = True, None, set()
                 continue
             items = document.get("items") if isinstance(document, dict) else None
             if not isinstance(items, list):
-                raise SourceUnavailable(f"{self.source_id}: Pinterest's answer for {path} has no 'items' list")
+                raise SourceUnavailable(f"Pinterest's answer for {path} has no 'items' list")
             for item in items:
                 if isinstance(item, dict):
                     yield item
@@ -209,7 +209,7 @@ class PinterestController:
                 return
             pages += 1
             if nxt in seen or pages >= MAX_PAGES:
-                raise SourceUnavailable(f"{self.source_id}: the pages of {path} loop (bookmark seen before)")
+                raise SourceUnavailable(f"the pages of {path} loop (bookmark seen before)")
             seen.add(nxt)
             bookmark = nxt
 
@@ -247,16 +247,16 @@ class PinterestController:
             chosen = [b for b in listed if isinstance(b.get("name"), str) and b["name"].casefold() == wanted.casefold()]
         if len(chosen) > 1:
             ids = ", ".join(b["id"] for b in chosen)
-            raise SourceUnavailable(f"{self.source_id}: several boards are named {wanted!r} (ids {ids})",
+            raise SourceUnavailable(f"several boards are named {wanted!r} (ids {ids})",
                                     hint=f"set the board's id instead: pixsrc edit {self.source_id} --set board=ID")
         if not chosen:
             names = ", ".join(repr(b.get("name")) for b in visible[:10])
             secret_note = ("" if self.config.include_secret else
                            "; a secret board needs include_secret = true (and a new sign-in)")
-            raise SourceUnavailable(f"{self.source_id}: no board {wanted!r} among {len(visible)} boards"
+            raise SourceUnavailable(f"no board {wanted!r} among {len(visible)} boards"
                                     + (f" ({names})" if names else "") + secret_note)
         if chosen[0].get("privacy") == "SECRET" and not self.config.include_secret:
-            raise SourceUnavailable(f"{self.source_id}: board {wanted!r} is secret",
+            raise SourceUnavailable(f"board {wanted!r} is secret",
                                     hint=f"pixsrc edit {self.source_id} --set include_secret=true, then "
                                          f"pixsrc auth login {self.source_id}")
         return chosen

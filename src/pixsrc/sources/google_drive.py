@@ -1,0 +1,684 @@
+"""google-drive: images and videos in a Google Drive folder (My Drive, a shared drive, shared with me).
+
+Facts come from /work/shared/providers.md section 1 (cited as §1.x below) and the Drive v3
+discovery document. Listing walks folders **by id** (never by name), breadth first, a few folders
+at a time: ``files.list`` with ``q = '<id>' in parents and trashed = false``, ``pageSize=1000``
+and an explicit ``fields`` projection (§1.6). The whole tree is kept in the per-source cache as a
+compact snapshot together with a Changes API start page token taken *before* the first full
+listing; later runs read ``changes.list`` from that token, patch the snapshot and yield the full
+current listing from it (the engine treats "not listed" as deleted). One shared computation turns
+the snapshot into assets, so an incremental listing is by construction the same as a full one.
+
+Shortcuts are resolved to their targets (a folder shortcut back to an ancestor is skipped; a
+dangling one is reported). Google Docs/Sheets/Slides cannot be downloaded as images and are
+skipped with a warning; Drawings are exported (``files.export``, 10 MB limit). Same-name siblings
+get ``name~<id prefix>.ext`` names that depend only on their own ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import posixpath
+import threading
+import unicodedata
+import zlib
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import quote, urlencode
+
+from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
+from pixsrc.http import HttpClient, HttpError, Response
+from pixsrc.paths import selected
+from pixsrc.sources import is_media
+from pixsrc.types import Asset, AuthSpec, Checksum, OAuthProvider, SourceConfig, SourceContext, SourceType, field
+
+FOLDER = "application/vnd.google-apps.folder"
+SHORTCUT = "application/vnd.google-apps.shortcut"
+DRAWING = "application/vnd.google-apps.drawing"
+GOOGLE_APPS = "application/vnd.google-apps."
+SCOPE = "https://www.googleapis.com/auth/drive.readonly"  # §1.5: list and download, nothing else
+
+# §1.6: ask for exactly what the listing needs (by default a file carries only kind,id,name,mimeType)
+FILE_FIELDS = ("id,name,mimeType,parents,trashed,size,md5Checksum,sha256Checksum,modifiedTime,"
+               "capabilities/canDownload,shortcutDetails(targetId,targetMimeType)")
+LIST_FIELDS = f"nextPageToken,incompleteSearch,files({FILE_FIELDS})"
+CHANGE_FIELDS = f"nextPageToken,newStartPageToken,changes(changeType,fileId,removed,file({FILE_FIELDS}))"
+PAGE_SIZE = 1000  # §1.6: the maximum; larger values are clamped by Drive and rejected by the spec
+FOLDER_WORKERS = 4  # folders listed at once: small, the rate limit still applies to each request
+
+EXPORTS = {"png": ("image/png", ".png"), "jpeg": ("image/jpeg", ".jpg"), "svg": ("image/svg+xml", ".svg")}
+# §1.7: rate limiting shows up as 403 with these reasons (or as 429, which the client retries anyway)
+RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+# Quotas that will not recover within this run: stop asking (unverified reason list, see report)
+DAILY_REASONS = frozenset({"dailyLimitExceeded", "dailyLimitExceededUnreg", "quotaExceeded"})
+AUTH_REASONS = frozenset({"insufficientPermissions", "authError", "insufficientScopes"})
+SHARED_ROOT = "pixsrc:shared-with-me"  # a virtual folder holding the items shared with the user
+SNAPSHOT_KEY = "drive-snapshot"
+SNAPSHOT_VERSION = 1
+
+PROVIDER = OAuthProvider(
+    name="google",
+    display_name="Google",
+    authorize_url="https://accounts.google.com/o/oauth2/v2/auth",  # §1.1
+    token_url="https://oauth2.googleapis.com/token",
+    revoke_url="https://oauth2.googleapis.com/revoke",  # §1.1: token=<access or refresh token>, form body
+    revoke_style="rfc7009",
+    api_base_url="https://www.googleapis.com",
+    issuer="https://accounts.google.com",
+    scope_separator=" ",
+    pkce=True,  # §1.1: S256 supported
+    # §1.1: Desktop clients still send their (non-confidential) secret at the token endpoint, in the form
+    secret="required",
+    client_auth="post",
+    loopback_port=None,  # §1.2: Desktop clients accept any loopback port, nothing to register
+    redirect_path="/",  # as google-auth-oauthlib's run_local_server builds it (§1.2)
+    # §1.1: a refresh token only with access_type=offline, and again only on a consent screen
+    authorize_params=(("access_type", "offline"), ("prompt", "consent")),
+    rotates_refresh_token=False,  # §1.3: keep the old one unless a new one comes back
+    refresh_token_days=None,
+    limits_note=("Apps whose OAuth consent screen is External and in 'Testing' status get refresh tokens "
+                 "that expire after 7 days; publish the app (or use an Internal one) to avoid weekly sign-ins. "
+                 "drive.readonly is a restricted scope."),
+    console_url="https://console.cloud.google.com/apis/credentials",
+    # Not a published number: Drive allows 12,000 queries per minute per user by default; stay well below
+    max_concurrency=8,
+    requests_per_second=20.0,
+)
+
+
+class GoogleDriveConfig(SourceConfig):
+    folder_id: str = field("", label="Folder id (empty: the root of My Drive or of the shared drive)",
+                           placeholder="the part after /folders/ in the folder's URL")
+    recursive: bool = field(True, label="Include sub-folders")
+    include_shared: bool = field(False, label="Also fetch items shared with me (under 'Shared with me/')")
+    shared_drive_id: str = field("", label="Shared drive id (empty: My Drive)",
+                                 placeholder="the part after /drive/folders/ when the shared drive is open")
+    export_drawings: Literal["png", "svg", "jpeg", "skip"] = field("png", label="Export Google Drawings as")
+    include: list[str] = field([], label="Only files matching (globs, comma-separated)", placeholder="*.jpg")
+    exclude: list[str] = field([], label="Skip files matching (globs, comma-separated)")
+    all_files: bool = field(False, label="All files, not only images and videos")
+
+
+# -- the snapshot -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """What the listing needs of one Drive item; kept compact in the cache."""
+
+    id: str
+    name: str
+    mime: str
+    parents: tuple[str, ...] = ()
+    size: int | None = None
+    md5: str | None = None
+    sha256: str | None = None
+    modified: str | None = None
+    can_download: bool = True
+    target: str | None = None  # shortcuts: targetId
+    target_mime: str | None = None
+
+    @classmethod
+    def from_api(cls, item: dict[str, Any]) -> Node:
+        size = item.get("size")  # §1.6: an int64 *string*; blobs only
+        details = item.get("shortcutDetails") or {}
+        return cls(str(item["id"]), str(item.get("name") or ""), str(item.get("mimeType") or ""),
+                   tuple(item.get("parents") or ()), int(size) if isinstance(size, str) and size.isdigit() else None,
+                   item.get("md5Checksum"), item.get("sha256Checksum"), item.get("modifiedTime"),
+                   bool((item.get("capabilities") or {}).get("canDownload", True)),
+                   details.get("targetId"), details.get("targetMimeType"))
+
+    def pack(self) -> list[Any]:
+        return [self.id, self.name, self.mime, list(self.parents), self.size, self.md5, self.sha256, self.modified,
+                self.can_download, self.target, self.target_mime]
+
+    @classmethod
+    def unpack(cls, row: list[Any]) -> Node:
+        return cls(row[0], row[1], row[2], tuple(row[3]), *row[4:])
+
+    @property
+    def folder(self) -> bool:
+        return self.mime == FOLDER
+
+
+MISSING = "pixsrc:missing"  # the mime of a shortcut target that could not be read (dangling)
+
+
+@dataclass
+class Snapshot:
+    root: str
+    token: str | None
+    fingerprint: str
+    nodes: dict[str, Node]
+
+    def dump(self) -> str:
+        data = {"v": SNAPSHOT_VERSION, "root": self.root, "token": self.token, "fp": self.fingerprint,
+                "nodes": [n.pack() for n in self.nodes.values()]}
+        raw = zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 6)
+        return base64.b64encode(raw).decode()
+
+    @classmethod
+    def load(cls, text: str | None) -> Snapshot | None:
+        if not text:
+            return None
+        try:
+            data = json.loads(zlib.decompress(base64.b64decode(text)))
+            if data.get("v") != SNAPSHOT_VERSION:
+                return None
+            nodes = {row[0]: Node.unpack(row) for row in data["nodes"]}
+            return cls(data["root"], data["token"], data["fp"], nodes)
+        except (ValueError, KeyError, TypeError, IndexError, zlib.error):
+            return None
+
+
+# -- errors -------------------------------------------------------------------------------------------
+
+
+def google_reason(body: bytes) -> tuple[str | None, str]:
+    """(reason, message) of Google's JSON error body (§1.7), tolerant of anything else."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return None, body[:200].decode("utf-8", "replace").strip()
+    if not isinstance(error, dict):
+        return None, str(error or "")
+    errors = error.get("errors") or [{}]
+    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+    return first.get("reason"), str(error.get("message") or first.get("message") or "")
+
+
+def _rate_limited(status: int, body: bytes) -> bool:
+    """For HttpClient.retry_when: a 403 is transient only when its reason says rate limit (§1.7)."""
+    return status == 403 and google_reason(body)[0] in RATE_REASONS
+
+
+def _q_string(value: str) -> str:
+    """A q string literal: escape \\ and ' with a backslash (§1.6)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class _TokenRejected(Exception):
+    """A page token (files.list) or change token (changes.list) was refused."""
+
+
+class _NotFound(Exception):
+    pass
+
+
+# -- the controller ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Ref:
+    file_id: str
+    export_mime: str | None = None
+
+
+class GoogleDriveController:
+    def __init__(self, context: SourceContext) -> None:
+        self.context = context
+        self.config: GoogleDriveConfig = context.config
+        self.source = context.source_id
+        self.warn = context.warn
+        self.cache = context.cache
+        provider = context.provider
+        base = (provider.api_base_url if provider is not None else PROVIDER.api_base_url).rstrip("/")
+        self.api = f"{base}/drive/v3"
+        self.http: HttpClient = context.http(retry_when=_rate_limited)
+        self.jobs = max(1, min(FOLDER_WORKERS, context.jobs))
+        self.requests = 0  # API requests sent by the listing (for the numbers in tests and reports)
+        self._count_lock = threading.Lock()
+        self._stop: str | None = None  # set once a daily quota is exhausted: no more downloads this run
+        shared = self.config.shared_drive_id.strip()
+        self.drive_id = shared or None
+        # §1.6: supportsAllDrives everywhere; corpora=drive + driveId to list inside one shared drive
+        self.list_params: dict[str, str] = {"supportsAllDrives": "true", "includeItemsFromAllDrives": "true"}
+        if shared:
+            self.list_params |= {"corpora": "drive", "driveId": shared}
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _url(self, path: str, params: dict[str, str]) -> str:
+        return f"{self.api}/{path}?{urlencode(params, quote_via=quote)}"
+
+    def _get_json(self, path: str, params: dict[str, str], *, token_param: str | None = None) -> dict[str, Any]:
+        """GET an API document for the listing; errors become SourceUnavailable / AuthRequired."""
+        url = self._url(path, params)
+        with self._count_lock:
+            self.requests += 1
+        try:
+            response = self.http.get(url, {"Accept": "application/json"})
+            body = response.read_all(64 << 20)
+        except HttpError as exc:
+            raise SourceUnavailable(f"{self.source}: {exc}") from None
+        if response.status == 200:
+            try:
+                document = json.loads(body)
+            except ValueError:
+                raise SourceUnavailable(f"{self.source}: Google Drive answered invalid JSON for {path}") from None
+            if not isinstance(document, dict):
+                raise SourceUnavailable(f"{self.source}: Google Drive answered an unexpected document for {path}")
+            return document
+        reason, message = google_reason(body)
+        if response.status == 401 or (response.status == 403 and reason in AUTH_REASONS):
+            raise AuthRequired(f"{self.source}: Google Drive refused the credential ({message or response.status})",
+                               hint=f"run: pixsrc auth login {self.source}")
+        if token_param and params.get(token_param) and response.status in (400, 404, 410):
+            raise _TokenRejected(message)  # §1.6: "if a token is rejected, discard it and restart"
+        if response.status == 404:
+            raise _NotFound(message)
+        if response.status == 403 and reason in RATE_REASONS or response.status == 429:
+            raise SourceUnavailable(f"{self.source}: Google Drive kept rate-limiting the listing ({message})",
+                                    hint="try again later, or lower [providers.google] requests_per_second")
+        raise SourceUnavailable(f"{self.source}: Google Drive answered HTTP {response.status} for {path}"
+                                + (f": {reason}: {message}" if reason else f": {message}" if message else ""))
+
+    def _get_file(self, file_id: str) -> Node:
+        item = self._get_json(f"files/{quote(file_id, safe='')}", {"fields": FILE_FIELDS, "supportsAllDrives": "true"})
+        return Node.from_api(item)
+
+    def _list_query(self, q: str, scope: dict[str, str] | None = None) -> list[Node]:
+        """Every page of one files.list query; a rejected page token restarts it (twice at most)."""
+        for _attempt in range(3):
+            nodes: list[Node] = []
+            params = {"q": q, "pageSize": str(PAGE_SIZE), "fields": LIST_FIELDS, **(scope or self.list_params)}
+            try:
+                while True:
+                    page = self._get_json("files", params, token_param="pageToken")
+                    nodes.extend(Node.from_api(item) for item in page.get("files") or () if item.get("id"))
+                    token = page.get("nextPageToken")
+                    if not token:
+                        return nodes
+                    params = {**params, "pageToken": token}
+            except _TokenRejected:
+                self.warn("Google Drive refused a page token; listing that folder again from its first page")
+        raise SourceUnavailable(f"{self.source}: Google Drive kept refusing its own page tokens")
+
+    def _children(self, folder_id: str) -> list[Node]:
+        return self._list_query(f"{_q_string(folder_id)} in parents and trashed = false")
+
+    # -- full listing -------------------------------------------------------------------------
+
+    def _root(self) -> Node:
+        ref = self.config.folder_id.strip() or self.drive_id or "root"
+        try:
+            root = self._get_file(ref)
+        except _NotFound:
+            raise SourceUnavailable(f"{self.source}: Google Drive folder {ref!r} was not found (or is not shared "
+                                    "with this account)") from None
+        if root.mime == SHORTCUT and root.target:
+            try:
+                root = self._get_file(root.target)
+            except _NotFound:
+                raise SourceUnavailable(f"{self.source}: folder_id {ref!r} is a shortcut whose target is gone") from None
+        if not root.folder:
+            raise SourceUnavailable(f"{self.source}: {ref!r} is not a folder ({root.mime})",
+                                    hint="folder_id takes the id of a folder: the part after /folders/ in its URL")
+        return root
+
+    def _walk(self, nodes: dict[str, Node], folders: list[str], walked: set[str]) -> None:
+        """List ``folders`` and, if recursive, every folder below them, by id, breadth first; resolve
+        shortcuts found on the way (their targets, and folders they point at)."""
+        level = [f for f in dict.fromkeys(folders) if f not in walked]
+        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="pixsrc-drive") if self.jobs > 1 else None
+        try:
+            while level:
+                walked.update(level)
+                results = list(pool.map(self._children, level)) if pool else [self._children(f) for f in level]
+                next_level: list[str] = []
+                for children in results:
+                    for node in children:
+                        nodes[node.id] = node
+                    for node in children:
+                        for folder in self._follow(nodes, node):
+                            if folder not in walked and folder not in next_level:
+                                next_level.append(folder)
+                level = next_level if self.config.recursive else []
+        finally:
+            if pool:
+                pool.shutdown(wait=True)
+
+    def _follow(self, nodes: dict[str, Node], node: Node) -> list[str]:
+        """The folders to list because of ``node``: itself, or a shortcut's target folder."""
+        if node.folder:
+            return [node.id]
+        if node.mime != SHORTCUT or not node.target:
+            return []
+        target = nodes.get(node.target)
+        if target is None:
+            try:
+                target = self._get_file(node.target)
+            except _NotFound:
+                target = Node(node.target, "", MISSING)
+            if target.mime == SHORTCUT:  # Drive does not allow shortcuts to shortcuts; do not chase one
+                target = Node(node.target, target.name, MISSING)
+            nodes.setdefault(target.id, target)
+        return [target.id] if target.folder else []
+
+    def _full_listing(self, incremental: bool) -> Snapshot:
+        token = None
+        if incremental:  # taken BEFORE listing: a change made while we list is seen next time
+            params = {"supportsAllDrives": "true", **({"driveId": self.drive_id} if self.drive_id else {})}
+            token = str(self._get_json("changes/startPageToken", params).get("startPageToken") or "") or None
+        root = self._root()
+        nodes: dict[str, Node] = {root.id: root}
+        walked: set[str] = set()
+        self._walk(nodes, [root.id], walked)
+        if self.config.include_shared:
+            shared = self._list_query("sharedWithMe = true and trashed = false",
+                                      {"supportsAllDrives": "true", "includeItemsFromAllDrives": "true"})
+            nodes[SHARED_ROOT] = Node(SHARED_ROOT, "Shared with me", FOLDER, (root.id,))
+            for node in shared:
+                nodes[node.id] = Node(node.id, node.name, node.mime, (SHARED_ROOT,), node.size, node.md5,
+                                      node.sha256, node.modified, node.can_download, node.target, node.target_mime)
+            walked.add(SHARED_ROOT)
+            follow = [f for node in shared for f in self._follow(nodes, nodes[node.id])]
+            self._walk(nodes, follow, walked)
+        return Snapshot(root.id, token, self._fingerprint(), nodes)
+
+    def _fingerprint(self) -> str:
+        c = self.config
+        return json.dumps([c.folder_id.strip(), c.shared_drive_id.strip(), c.recursive, c.include_shared])
+
+    # -- incremental listing ------------------------------------------------------------------
+
+    def _changes(self, token: str) -> tuple[list[tuple[str, Node | None]], str]:
+        """All changes since ``token``: [(file id, its node or None if removed/trashed)], new token."""
+        params = {"pageToken": token, "pageSize": str(PAGE_SIZE), "fields": CHANGE_FIELDS,
+                  "includeRemoved": "true", "supportsAllDrives": "true", "includeItemsFromAllDrives": "true"}
+        if self.drive_id:
+            params["driveId"] = self.drive_id
+        changes: list[tuple[str, Node | None]] = []
+        while True:
+            page = self._get_json("changes", params, token_param="pageToken")
+            for change in page.get("changes") or ():
+                file_id = change.get("fileId")
+                if not file_id or change.get("changeType", "file") != "file":
+                    continue  # a shared drive's own metadata changed
+                item = change.get("file")
+                gone = change.get("removed") or not isinstance(item, dict) or item.get("trashed")
+                changes.append((file_id, None if gone else Node.from_api(item)))
+            if page.get("newStartPageToken"):
+                return changes, str(page["newStartPageToken"])
+            if not page.get("nextPageToken"):
+                raise _TokenRejected("changes.list ended without a newStartPageToken")
+            params = {**params, "pageToken": str(page["nextPageToken"])}
+
+    def _apply(self, snap: Snapshot, changes: list[tuple[str, Node | None]]) -> bool:
+        """Patch the snapshot; False when a full listing is needed instead (the root went away)."""
+        nodes = snap.nodes
+        before = set(nodes)
+        was_missing = {i for i, n in nodes.items() if n.mime == MISSING}
+        pending: dict[str, Node | None] = {}
+        for file_id, node in changes:
+            pending[file_id] = node  # the latest state of each file wins
+        if snap.root in pending:
+            root = pending.pop(snap.root)
+            if root is None or not root.folder:
+                return False
+            nodes[snap.root] = root
+        for file_id, node in list(pending.items()):
+            if node is None:
+                nodes.pop(file_id, None)
+                del pending[file_id]
+        # a change may name a folder after its children; add until nothing more joins the tree
+        placed = True
+        while placed and pending:
+            placed = False
+            for file_id, node in list(pending.items()):
+                assert node is not None
+                known = file_id in nodes
+                if any(p in nodes and nodes[p].folder for p in node.parents) or (known and not node.parents):
+                    nodes[file_id] = node
+                    del pending[file_id]
+                    placed = True
+        for file_id, node in pending.items():
+            if file_id in nodes:
+                assert node is not None
+                if nodes[file_id].mime == MISSING or self._is_target(snap, file_id):
+                    nodes[file_id] = node  # a shortcut target that lives elsewhere
+                else:
+                    del nodes[file_id]  # moved out of the tree
+        # folders new to the tree arrive without their content: list them, and resolve new shortcuts
+        fresh = [n for i, n in nodes.items() if i not in before or i in was_missing]
+        walked = {i for i in before if i in nodes and nodes[i].folder}
+        follow = [folder for node in fresh for folder in self._follow(nodes, node)]
+        if follow and self.config.recursive:
+            self._walk(nodes, follow, walked)
+        return True
+
+    @staticmethod
+    def _is_target(snap: Snapshot, file_id: str) -> bool:
+        return any(n.target == file_id for n in snap.nodes.values() if n.mime == SHORTCUT)
+
+    def _snapshot(self) -> Snapshot:
+        incremental = not self.config.include_shared  # see the README: shared-with-me is listed in full
+        snap = Snapshot.load(self.cache.get(SNAPSHOT_KEY)) if incremental else None
+        if snap is not None and snap.fingerprint == self._fingerprint() and snap.token:
+            try:
+                changes, token = self._changes(snap.token)
+            except _TokenRejected:
+                self.warn("Google Drive no longer accepts the saved change token; listing everything again")
+            else:
+                if self._apply(snap, changes):
+                    snap.token = token
+                    return snap
+        return self._full_listing(incremental)
+
+    # -- assets -------------------------------------------------------------------------------
+
+    def list_assets(self) -> Iterator[Asset]:
+        snap = self._snapshot()
+        assets, reachable = self._assets(snap)
+        # keep only what the tree reaches: files moved out or deleted folders' content drop away
+        snap.nodes = {i: n for i, n in snap.nodes.items() if i in reachable}
+        if snap.token:
+            self.cache.put(SNAPSHOT_KEY, snap.dump())
+        for asset in assets:
+            if selected(asset.path, self.config.include, self.config.exclude):
+                yield asset
+
+    def _assets(self, snap: Snapshot) -> tuple[list[Asset], set[str]]:
+        """The snapshot as assets: a breadth-first walk from the root, sorted by name, so the result
+        (paths, which copy of a file reached twice wins) is the same for the same tree."""
+        nodes = snap.nodes
+        children: dict[str, list[Node]] = {}
+        for node in nodes.values():
+            for parent in node.parents:
+                children.setdefault(parent, []).append(node)
+        drawing = EXPORTS.get(self.config.export_drawings)
+        assets: list[Asset] = []
+        seen_files: set[str] = set()
+        walked: set[str] = set()
+        reachable: set[str] = {snap.root}
+        skipped_docs: list[str] = []
+        queue: deque[tuple[str, str, tuple[str, ...]]] = deque([(snap.root, "", (snap.root,))])
+        while queue:
+            folder_id, prefix, chain = queue.popleft()
+            if folder_id in walked:
+                continue  # reached twice (two shortcuts to one folder): the first path wins
+            walked.add(folder_id)
+            entries: list[tuple[Node, Node, str]] = []  # (listed item, what it resolves to, name)
+            for item in sorted(children.get(folder_id, ()), key=lambda n: (n.name, n.id)):
+                reachable.add(item.id)
+                node = item
+                if item.mime == SHORTCUT:
+                    target = nodes.get(item.target or "")
+                    if target is None or target.mime == MISSING:
+                        self.warn(f"skipped shortcut {prefix}{item.name!r}: its target is gone or not shared "
+                                  "with you")
+                        continue
+                    reachable.add(target.id)
+                    node = target
+                    if node.folder and node.id in chain:
+                        self.warn(f"skipped shortcut {prefix}{item.name!r}: it points back to a folder above it")
+                        continue
+                name = item.name.replace("/", "\uff0f")  # "／" like rclone: a "/" in a name is no folder
+                if node.folder:
+                    if self.config.recursive:
+                        entries.append((item, node, name))
+                    continue
+                if node.mime.startswith(GOOGLE_APPS):
+                    if node.mime != DRAWING or drawing is None:
+                        if node.mime != DRAWING:
+                            skipped_docs.append(prefix + name)
+                        continue
+                    if not name.lower().endswith(drawing[1]):
+                        name += drawing[1]
+                elif not (self.config.all_files or is_media(name) or is_media(node.name)
+                          or node.mime.split("/", 1)[0] in ("image", "video")):
+                    continue
+                elif item is not node and not posixpath.splitext(name)[1]:
+                    name += posixpath.splitext(node.name)[1]  # a shortcut named without the extension
+                if not node.can_download:
+                    self.warn(f"skipped {prefix}{name}: its owner disabled downloading (canDownload=false)")
+                    continue
+                entries.append((item, node, name))
+            for item, node, name in _disambiguate(entries):
+                if node.folder:
+                    queue.append((node.id, f"{prefix}{name}/", (*chain, node.id)))
+                elif node.id not in seen_files:
+                    seen_files.add(node.id)
+                    assets.append(self._asset(node, prefix + name, drawing))
+        if skipped_docs:
+            shown = ", ".join(skipped_docs[:5]) + (f" and {len(skipped_docs) - 5} more" if len(skipped_docs) > 5 else "")
+            self.warn(f"skipped {len(skipped_docs)} Google Docs/Sheets/Slides file(s) (not images; "
+                      f"Drive can only export them as documents): {shown}")
+        return assets, reachable
+
+    def _asset(self, node: Node, path: str, drawing: tuple[str, str] | None) -> Asset:
+        modified = _parse_time(node.modified)
+        if node.mime == DRAWING:
+            assert drawing is not None
+            return Asset(id=node.id, path=path, version=f"export:{drawing[0]}:{node.modified}", size=None,
+                         modified=modified, media_type=drawing[0], ref=_Ref(node.id, drawing[0]))
+        checksum = (Checksum("sha256", node.sha256.lower()) if node.sha256
+                    else Checksum("md5", node.md5.lower()) if node.md5 else None)
+        # the version is the md5 when there is one: Drive fills sha256Checksum in later for old files,
+        # and that must not look like a content change
+        version = (f"md5:{node.md5.lower()}" if node.md5 else f"sha256:{node.sha256.lower()}" if node.sha256
+                   else f"{node.modified}:{node.size}")
+        return Asset(id=node.id, path=path, version=version, size=node.size, modified=modified,
+                     media_type=node.mime or None, checksum=checksum, ref=_Ref(node.id))
+
+    # -- content ------------------------------------------------------------------------------
+
+    def open(self, asset: Asset, offset: int = 0) -> Response:
+        if self._stop:
+            raise AssetError(self._stop)
+        ref: _Ref = asset.ref
+        headers: dict[str, str] = {}
+        file_path = f"files/{quote(ref.file_id, safe='')}"
+        if ref.export_mime:  # §1.6: files.export, no ranges, at most 10 MB
+            url = self._url(f"{file_path}/export", {"mimeType": ref.export_mime})
+        else:
+            url = self._url(file_path, {"alt": "media", "supportsAllDrives": "true"})
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+        try:
+            response = self.http.get(url, headers)
+        except HttpError as exc:
+            raise AssetError(str(exc), retryable=exc.retryable) from None
+        status = response.status
+        if status == 206 and offset and response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+            response.offset = offset
+            return response
+        if status == 200:
+            return response
+        if status == 416 and offset:
+            response.close()
+            return self.open(asset, 0)
+        body = response.read_all(1 << 20)
+        reason, message = google_reason(body)
+        if status == 401:
+            raise AuthRequired(f"{self.source}: Google Drive refused the credential",
+                               hint=f"run: pixsrc auth login {self.source}")
+        if status == 403:
+            raise self._forbidden(asset, reason, message)
+        if status == 404:
+            raise AssetError("Google Drive says it no longer exists (or it is not shared with you any more)")
+        retryable = status in (408, 429) or status >= 500
+        raise AssetError(f"HTTP {status}" + (f" {reason}: {message}" if reason else f": {message}" if message else ""),
+                         retryable=retryable)
+
+    def _forbidden(self, asset: Asset, reason: str | None, message: str) -> Exception:
+        if reason in DAILY_REASONS or reason == "downloadQuotaExceeded" and "this file" not in message.lower():
+            # a quota of the account or the app: every further download would fail the same way
+            self._stop = f"not tried: Google Drive's daily quota is exhausted ({message})"
+            return SourceUnavailable(f"{self.source}: Google Drive's daily quota is exhausted ({reason}: {message})",
+                                     hint="try again in 24 hours; already downloaded files are kept")
+        if reason in AUTH_REASONS:
+            return AuthRequired(f"{self.source}: the credential may not download files ({message})",
+                                hint=f"run: pixsrc auth login {self.source} (the drive.readonly scope is needed)")
+        if reason in RATE_REASONS:
+            return AssetError(f"rate limited by Google Drive ({message})", retryable=True)
+        why = {
+            "downloadQuotaExceeded": "too many downloads of this file today (Drive's per-file quota); "
+                                     "try again in 24 hours",
+            "cannotDownloadAbusiveFile": "Google flagged it as malware or spam; only its owner can download it",
+            "cannotDownloadFile": "its owner does not allow you to download it",
+            "exportSizeLimitExceeded": "larger than the 10 MB Google Drive can export",
+            "fileNotDownloadable": "it has no downloadable content",
+        }.get(reason or "")
+        return AssetError(why or f"HTTP 403 {reason or ''}: {message}".strip())
+
+    def verify(self) -> str | None:
+        """One cheap call after `auth login`: the account's name (about.get)."""
+        about = self._get_json("about", {"fields": "user(displayName,emailAddress)"})
+        user = about.get("user") or {}
+        return user.get("emailAddress") or user.get("displayName")
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _disambiguate(entries: list[tuple[Node, Node, str]]) -> list[tuple[Node, Node, str]]:
+    """Same-name siblings (also differing only in case or Unicode form) all get ``name~<id prefix>.ext``:
+    each name depends only on its own id, so it stays the same whatever else is added or removed."""
+    groups: dict[str, list[int]] = {}
+    for index, (_item, _node, name) in enumerate(entries):
+        groups.setdefault(unicodedata.normalize("NFC", name).casefold(), []).append(index)
+    out = list(entries)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        ids = [entries[i][0].id for i in members]
+        width = 8
+        while len({i[:width] for i in ids}) < len(ids) and width < max(len(i) for i in ids):
+            width += 4
+        for index in members:
+            item, node, name = entries[index]
+            stem, ext = posixpath.splitext(name) if not node.folder else (name, "")
+            out[index] = (item, node, f"{stem}~{item.id[:width]}{ext}")
+    return out
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _factory(context: SourceContext) -> GoogleDriveController:
+    return GoogleDriveController(context)
+
+
+SOURCE_TYPE = SourceType(
+    id="google-drive",
+    name="Google Drive",
+    category="cloud",
+    description="Images and videos in a Google Drive folder: My Drive, a shared drive, or shared with you.",
+    config_model=GoogleDriveConfig,
+    factory=_factory,
+    auth=AuthSpec(kind="oauth2", provider="google", scopes=(SCOPE,), oauth=PROVIDER),
+)
+
+__all__ = ["PROVIDER", "SOURCE_TYPE", "GoogleDriveConfig", "GoogleDriveController"]
