@@ -83,9 +83,10 @@ def sign_in(dbx: DropboxFake, port: int, source_id: str = "dbx") -> oauth.TokenS
     settings = oauth.settings_for(PROVIDER, providers_table(dbx, port))
 
     def announce(text: str) -> None:
-        for line in text.split():
-            if line.startswith("http"):
-                threading.Thread(target=lambda: urllib.request.urlopen(line, timeout=10).read(), daemon=True).start()
+        for word in text.split():
+            if word.startswith("http"):
+                threading.Thread(target=urllib.request.urlopen, args=(word,), kwargs={"timeout": 10},
+                                 daemon=True).start()
 
     token_set = oauth.login(settings, SCOPES, "My Dropbox", open_browser=False, timeout=10, announce=announce)
     tokens.put(source_id, token_set.to_json())

@@ -44,7 +44,8 @@ def free_port() -> int:
 
 
 def tree(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = (p for p in sorted(folder.rglob("*")) if p.is_file())
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in files}
 
 
 @pytest.fixture
@@ -140,7 +141,8 @@ class Library:
         self.secret = fake.add_board("Hidden", privacy="SECRET")
         self.kittens = fake.add_section(self.cats, "Kittens")
         self.tabby, self.shared = jpeg("tabby"), jpeg("shared by two boards", 5000)
-        self.one, self.two, self.cover, self.kit = jpeg("carousel one"), jpeg("carousel two"), jpeg("cover"), jpeg("kit")
+        self.one, self.two = jpeg("carousel one"), jpeg("carousel two")
+        self.cover, self.kit = jpeg("cover"), jpeg("kit")
         self.p_tabby = fake.add_pin(self.cats, image=self.tabby, title="tabby")
         self.p_shared = fake.add_pin(self.cats, image=self.shared)
         self.p_carousel = fake.add_pin(self.cats, images=[self.one, self.two])
@@ -168,8 +170,8 @@ class Library:
 # -- the whole flow through the pixsrc command ------------------------------------------------------
 
 
-def test_end_to_end_login_list_fetch_refresh_status_logout(pin: PinterestFake, config_file: Path,
-                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_end_to_end_login_list_fetch_refresh_status_logout(
+        pin: PinterestFake, config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lib = Library(pin)
     port = free_port()
     redirect = f"http://127.0.0.1:{port}/callback"
@@ -191,7 +193,8 @@ def test_end_to_end_login_list_fetch_refresh_status_logout(pin: PinterestFake, c
     assert basic_user(exchange) == pin.oauth.client_id
     assert "client_secret" not in form and "code_verifier" not in form and form["redirect_uri"] == [redirect]
     first = stored()
-    assert first.refresh_token == pin.oauth.grants[-1].refresh_token and first.scope == "boards:read,pins:read"
+    assert first.refresh_token == pin.oauth.grants[-1].refresh_token
+    assert first.scope == "boards:read,pins:read"
     text = config_file.read_text()
     assert first.access_token not in text and first.refresh_token not in text
     assert pin.oauth.client_secret not in text
@@ -297,7 +300,8 @@ def controller(fake: PinterestFake, scopes: list[str] | None = None, warnings: l
     settings = oauth.settings_for(pinterest.PROVIDER, {"pinterest": {"api_base_url": fake.base_url}})
     model = pinterest.SOURCE_TYPE.validate(config, "sources.t.config")
     context = SourceContext("t", "t", model, auth=StaticAuth(fake.issue_token(scopes), ",".join(scopes)),
-                            provider=settings, warn=(warnings.append if warnings is not None else lambda m: None))
+                            provider=settings,
+                            warn=(warnings.append if warnings is not None else lambda m: None))
     return pinterest.PinterestController(context)
 
 
@@ -333,6 +337,21 @@ def test_options_board_by_name_sections_off_sizes_and_video_covers(pin: Pinteres
     assert pin.violations == []
 
 
+def test_one_pin_id_on_two_boards_is_listed_in_both_folders(pin: PinterestFake) -> None:
+    """Pin.board_id is a single board, so this should not happen; if the API ever does it, the second
+    listing gets its own id (the engine keeps one asset per id) and reuses the first one's bytes."""
+    import dataclasses
+
+    a, b = pin.add_board("A"), pin.add_board("B")
+    pid = pin.add_pin(a, image=jpeg("both"))
+    pin.pins.append(dataclasses.replace(pin.pins[0], board_id=b))
+    assets = {x.id: x for x in controller(pin).list_assets()}
+    assert set(assets) == {pid, f"{pid}@{b}"}
+    assert (assets[pid].path, assets[f"{pid}@{b}"].path) == (f"A/{pid}.jpg", f"B/{pid}.jpg")
+    assert (assets[pid].same_as, assets[f"{pid}@{b}"].same_as) == (None, pid)
+    assert pin.violations == []
+
+
 def test_unknown_and_secret_board_names_fail_clearly(pin: PinterestFake) -> None:
     Library(pin)
     from pixsrc.errors import SourceUnavailable
@@ -365,7 +384,8 @@ def test_paging_and_a_bookmark_that_became_invalid(pin: PinterestFake) -> None:
     assert pin.violations == []
 
 
-def test_five_hundred_and_rate_limit_are_retried_with_backoff(pin: PinterestFake, no_backoff: list[int]) -> None:
+def test_five_hundred_and_rate_limit_are_retried_with_backoff(pin: PinterestFake,
+                                                              no_backoff: list[int]) -> None:
     lib = Library(pin)
     pin.fail_next_error(503, "Service unavailable", path="/v5/boards")
     pin.fail_next_rate_limit(times=2, path=f"/v5/boards/{lib.cats}/pins")
@@ -506,7 +526,8 @@ def test_engine_copies_same_as_assets_and_falls_back_to_downloading(tmp_path: Pa
     # the copy is lost locally: restored from a's file, still without a download
     (dest / "two/b.jpg").unlink()
     twins.opened.clear()
-    assert sorted(o.action for o in SyncRun("s", twins, state, Options(dest=dest))) == ["downloaded", "unchanged"]
+    actions = sorted(o.action for o in SyncRun("s", twins, state, Options(dest=dest)))
+    assert actions == ["downloaded", "unchanged"]
     assert twins.opened == [] and (dest / "two/b.jpg").read_bytes() == twins.data
     # a's file was changed by the user: b is downloaded itself rather than copied from it
     (dest / "two/b.jpg").unlink()
@@ -522,14 +543,17 @@ def test_engine_copies_same_as_assets_and_falls_back_to_downloading(tmp_path: Pa
 
 def test_type_facts() -> None:
     p = pinterest.PROVIDER
-    assert (p.scope_separator, p.pkce, p.secret, p.client_auth, p.revoke_style) == (",", False, "required",
-                                                                                     "basic", "none")
-    assert (p.loopback_port, p.redirect_path, p.rotates_refresh_token, p.refresh_token_days) == (8085, "/callback",
-                                                                                                 True, 60)
+    assert (p.scope_separator, p.pkce, p.secret, p.client_auth, p.revoke_style) == (
+        ",", False, "required", "basic", "none")
+    assert (p.loopback_port, p.redirect_path, p.rotates_refresh_token, p.refresh_token_days) == (
+        8085, "/callback", True, 60)
+    assert (p.authorize_url, p.token_url, p.api_base_url) == (
+        "https://www.pinterest.com/oauth/", "https://api.pinterest.com/v5/oauth/token", "https://api.pinterest.com")
     spec = pinterest.SOURCE_TYPE.auth
     base = pinterest.SOURCE_TYPE.validate({}, "x")
     assert spec.scopes_of(None) == spec.scopes_of(base) == ("boards:read", "pins:read")
     with_secret = pinterest.SOURCE_TYPE.validate({"include_secret": True}, "x")
-    assert spec.scopes_of(with_secret) == ("boards:read", "pins:read", "boards:read_secret", "pins:read_secret")
+    assert spec.scopes_of(with_secret) == (
+        "boards:read", "pins:read", "boards:read_secret", "pins:read_secret")
     assert "pinterest" in run("types").stdout
     assert sys.modules["pixsrc.sources.pinterest"] is pinterest

@@ -288,7 +288,8 @@ class DropboxController:
             display_parts = display.split("/")[1:] if isinstance(display, str) else []
             if len(display_parts) != len(lower_parts):
                 display_parts = lower_parts
-            name = entry.get("name") if isinstance(entry.get("name"), str) else display_parts[-1]
+            given = entry.get("name")
+            name: str = given if isinstance(given, str) and given else display_parts[-1]
             rel_parts = []
             for index in range(depth, len(lower_parts) - 1):
                 folder_lower = "/" + "/".join(lower_parts[: index + 1])
@@ -397,7 +398,7 @@ PROVIDER = OAuthProvider(
                 "limits and answers HTTP 429 with Retry-After, which pixsrc honours",
     console_url="https://www.dropbox.com/developers/apps",
     max_concurrency=8,
-    requests_per_second=20.0,  # a guess: Dropbox publishes no number; override in [providers.dropbox]
+    requests_per_second=50.0,  # a ceiling, not a published number (there is none); [providers.dropbox] overrides
 )
 
 SOURCE_TYPE = SourceType(
