@@ -187,12 +187,15 @@ class SyncRun:
             return
         # assets with the content of another listed asset (same_as) go after the others, then copy
         # that asset's file if it is intact; otherwise they are downloaded like any other
-        later = [j for j in jobs if j.asset.same_as is not None and j.asset.same_as in unique]
-        yield from self._download_all([j for j in jobs if j.asset.same_as is None or j.asset.same_as not in unique])
+        first: list[_Job] = []
+        later: list[_Job] = []
+        for job in jobs:
+            (later if job.asset.same_as is not None and job.asset.same_as in unique else first).append(job)
+        yield from self._download_all(first)
         if later:
             done = self.state.manifest(self.source_id)
-            yield from self._download_all([_Job(j.asset, j.path, j.action, j.replaces, done.get(j.asset.same_as or ""))
-                                           for j in later])
+            yield from self._download_all([
+                _Job(j.asset, j.path, j.action, j.replaces, done.get(j.asset.same_as or "")) for j in later])
 
     def _emit(self, outcome: Outcome) -> Outcome:
         self.report.count(outcome)
@@ -322,13 +325,15 @@ class SyncRun:
                 if len(pending_records) >= 256 or time.monotonic() - last_flush > 1.0:
                     self.state.record(self.source_id, pending_records)
                     pending_records, last_flush = [], time.monotonic()
-        except BaseException:
+        except BaseException as exc:
             cancelled.set()  # stop the workers between chunks; their .part files stay for resume
             pool.shutdown(wait=True, cancel_futures=True)
             for future, job in running.items():
                 if future.done() and not future.cancelled() and future.exception() is None:
                     pending_records.append(future.result()[0])
                     self.report.count(Outcome(job.asset.id, job.path, job.action, future.result()[1]))
+            if isinstance(exc, PixsrcError):
+                cancelled.clear()  # only this source ended (auth, quota): the next source may still run
             raise
         finally:
             self.state.record(self.source_id, pending_records)

@@ -230,8 +230,8 @@ class Asset:
     modified: datetime | None = None
     media_type: str | None = None
     checksum: Checksum | None = None
-    same_as: str | None = None
     ref: Any = dc_field(default=None, compare=False, repr=False)
+    same_as: str | None = None
 
 
 class Download(Protocol):

@@ -129,7 +129,8 @@ def _oauth_step(ctx: typer.Context, stype: SourceType, config: dict[str, Any] | 
             + oauth.setup_steps(settings, "<this source>"))
         return None
     try:
-        scopes = stype.auth.scopes_of(stype.validate(config, "sources.new.config") if config is not None else None)
+        model = stype.validate(config, "sources.new.config") if config is not None else None
+        scopes = stype.auth.scopes_of(model)
         return oauth.login(settings, scopes, provider.display_name, stdin=sys.stdin)
     except PixsrcError as exc:
         say(f"sign-in failed: {exc.message}; the source is added anyway, sign in later with `pixsrc auth login`")

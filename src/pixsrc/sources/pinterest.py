@@ -47,7 +47,8 @@ class PinterestConfig(SourceConfig):
     board: str = field("", label="Board (its id or its name; empty = all your boards)",
                        placeholder="Recipes")
     include_sections: bool = field(True, label="Include the pins in board sections (one folder per section)")
-    include_secret: bool = field(False, label="Include secret boards (signs in with the *_read_secret scopes)")
+    include_secret: bool = field(False,
+                                 label="Include secret boards (signs in with the *_read_secret scopes)")
     image_size: Literal["1200x", "600x", "400x300", "150x150"] = field(
         "1200x", label="Image size (the largest Pinterest offers is 1200x)",
         description="Preferred rendition; when a pin lacks it, the next smaller one, then the next larger.")
@@ -141,7 +142,6 @@ class PinterestController:
         # the CDN: never the token (auth=None), and not the API's rate limit
         self.media = context.http(auth=None, limit=None)
         self.sizes = _order(self.config.image_size)
-        self.requests = 0  # API calls made (for tests and --verbose style reports)
 
     # -- API ----------------------------------------------------------------------------------------
 
@@ -150,7 +150,6 @@ class PinterestController:
 
     def _get(self, path: str, params: dict[str, Any]) -> Any:
         url = f"{self.api}/v5{path}" + (f"?{urlencode(params)}" if params else "")
-        self.requests += 1
         try:
             response = self.http.get(url, {"Accept": "application/json"})
             body = response.read_all(32 << 20)
@@ -195,7 +194,8 @@ class PinterestController:
                 if restarted:
                     raise SourceUnavailable(f"Pinterest rejected the page bookmark of {path} "
                                             f"twice: {exc}") from None
-                self.warn(f"Pinterest rejected a page bookmark of {path} ({exc}); listing it again from the start")
+                self.warn(f"Pinterest rejected a page bookmark of {path} ({exc}); "
+                          "listing it again from the start")
                 restarted, bookmark, seen = True, None, set()
                 continue
             items = document.get("items") if isinstance(document, dict) else None
@@ -244,11 +244,12 @@ class PinterestController:
         if not chosen:
             chosen = [b for b in listed if b.get("name") == wanted]
         if not chosen:
-            chosen = [b for b in listed if isinstance(b.get("name"), str) and b["name"].casefold() == wanted.casefold()]
+            folded = wanted.casefold()
+            chosen = [b for b in listed if isinstance(b.get("name"), str) and b["name"].casefold() == folded]
         if len(chosen) > 1:
             ids = ", ".join(b["id"] for b in chosen)
             raise SourceUnavailable(f"several boards are named {wanted!r} (ids {ids})",
-                                    hint=f"set the board's id instead: pixsrc edit {self.source_id} --set board=ID")
+                                    hint=f"set the board's id: pixsrc edit {self.source_id} --set board=ID")
         if not chosen:
             names = ", ".join(repr(b.get("name")) for b in visible[:10])
             secret_note = ("" if self.config.include_secret else
@@ -321,8 +322,9 @@ class PinterestController:
             return [(None, self._pick(media.get("images")) or _url(media.get("cover_image_url")))]
         if kind in ("multiple_images", "multiple_videos", "multiple_mixed"):
             out: list[tuple[int | None, str | None]] = []
-            items = media.get("items") if isinstance(media.get("items"), list) else []
-            for number, item in enumerate(items, 1):  # numbered over all items: ids stay put
+            items = media.get("items")
+            # numbered over all items, videos included: an item's id does not move with video_covers
+            for number, item in enumerate(items if isinstance(items, list) else [], 1):
                 if not isinstance(item, dict):
                     continue
                 if "images" in item:  # ImageMetadata
@@ -376,8 +378,8 @@ class PinterestController:
             return response
         response.close()
         if response.status in (403, 404, 410):
-            raise AssetError(f"HTTP {response.status} from the image host; the pin's image moved or was removed "
-                             "(the next fetch lists its current URL)")
+            raise AssetError(f"HTTP {response.status} from the image host; the pin's image moved or was "
+                             "removed (the next fetch lists its current URL)")
         raise AssetError(f"HTTP {response.status} from the image host",
                          retryable=response.status in (408, 429) or response.status >= 500)
 
