@@ -12,17 +12,18 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes.google_drive import DRAWING, DriveFake, Request, google_error, json_response
+from fakes.google_drive import DriveFake, Request, google_error, json_response
 from support.cli import run, run_subprocess
 
 from pixsrc import oauth
 from pixsrc.errors import AssetError, SourceUnavailable
-from pixsrc.sources.google_drive import PROVIDER, SNAPSHOT_KEY, SOURCE_TYPE, GoogleDriveController
+from pixsrc.sources.google_drive import PROVIDER, SNAPSHOT_KEY, SOURCE_TYPE, GoogleDriveController, Snapshot
 from pixsrc.testing import check_controller, read_asset
 from pixsrc.types import Asset, MemoryCache, SourceContext
 
@@ -97,8 +98,8 @@ class Ctx:
 
     def controller(self, **overrides: Any) -> GoogleDriveController:
         model = SOURCE_TYPE.validate({**self.config, **overrides}, "sources.gd.config")
-        context = SourceContext("gd", "gd", model, jobs=4, auth=self.auth, provider=self.settings, cache=self.cache,
-                                warn=self.warnings.append)
+        context = SourceContext("gd", "gd", model, jobs=4, auth=self.auth, provider=self.settings,
+                                cache=self.cache, warn=self.warnings.append)
         return SOURCE_TYPE.factory(context)
 
     def listing(self, **overrides: Any) -> tuple[dict[str, Asset], int]:
@@ -322,11 +323,13 @@ def test_include_shared_lists_items_shared_with_me(drive: DriveFake) -> None:
 
     def files_list(req: Request):  # noqa: ANN202 - the fake has no sharedWithMe term: map it to the pool
         if req.arg("q") == "sharedWithMe = true and trashed = false":
-            req = dataclasses.replace(req, query={**req.query, "q": [f"'{pool}' in parents and trashed = false"]})
+            q = f"'{pool}' in parents and trashed = false"
+            req = dataclasses.replace(req, query={**req.query, "q": [q]})
         return original(req)
 
     drive._list = files_list  # type: ignore[method-assign]
-    drive.server._routes = [(m, p, files_list if h == original else h, v) for m, p, h, v in drive.server._routes]
+    drive.server._routes = [(m, p, files_list if h == original else h, v)
+                            for m, p, h, v in drive.server._routes]
     ctx = Ctx(drive, include_shared=True)
     assets, _ = ctx.listing()
     assert sorted(assets) == ["Shared with me/Album/in album.png", "Shared with me/gift.jpg", "mine.jpg"]
@@ -357,7 +360,8 @@ def build_tree(drive: DriveFake, folders: int = 30, files: int = 20) -> list[str
     return ids
 
 
-def test_changes_api_saves_requests_and_matches_a_full_listing(drive: DriveFake, capsys) -> None:  # noqa: ANN001
+def test_changes_api_saves_requests_and_matches_a_full_listing(drive: DriveFake,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     folders = build_tree(drive)
     ctx = Ctx(drive)
     first, full_count = ctx.listing()
@@ -380,14 +384,22 @@ def test_changes_api_saves_requests_and_matches_a_full_listing(drive: DriveFake,
 
     # nothing changed: still one request, same listing
     assert ctx.listing() == (second, 1)
+    # a week after the last full listing, the next one is full again
+    snap = Snapshot.load(ctx.cache.get(SNAPSHOT_KEY))
+    assert snap is not None and abs(snap.full_at - time.time()) < 60
+    snap.full_at -= 8 * 86400
+    ctx.cache.put(SNAPSHOT_KEY, snap.dump())
+    assert ctx.listing() == (second, full_count)
 
 
 def test_incremental_listing_follows_every_kind_of_change(drive: DriveFake) -> None:
     a = drive.add_folder("A")
     b = drive.add_folder("B", parent=a)
     outside = drive.add_folder("Outside")
+    drive.files[outside].parents = []  # not in My Drive (yet)
     drive.add_file("stay.jpg", JPEG + b"stay", parent=a)
     moved = drive.add_file("moved.jpg", JPEG + b"moved", parent=b)
+    leaving = drive.add_file("leaving.jpg", JPEG + b"leaving", parent=b)
     renamed = drive.add_file("old name.jpg", JPEG + b"renamed", parent=a)
     deleted = drive.add_file("deleted.jpg", JPEG + b"deleted", parent=b)
     trashed = drive.add_file("trashed.jpg", JPEG + b"trashed", parent=a)
@@ -406,7 +418,8 @@ def test_incremental_listing_follows_every_kind_of_change(drive: DriveFake) -> N
         assert incremental == full
         return incremental
 
-    drive.update_file(moved, parents=[outside])  # moved out of the tree
+    drive.update_file(moved, parents=[outside])  # moved into a folder that then moves into the tree
+    drive.update_file(leaving, parents=[far_folder])  # moved out of the tree
     drive.update_file(renamed, name="new name.jpg")
     drive.delete(deleted)
     drive.trash(trashed)
@@ -429,6 +442,12 @@ def test_incremental_listing_follows_every_kind_of_change(drive: DriveFake) -> N
     assets = check()
     assert assets["A/B/link.jpg"].version != version
     assert assets["dangling.jpg"].id == "1later"
+
+    drive.trash(far)  # a shortcut's target trashed: the shortcut dangles, then comes back with it
+    assets = check()
+    assert "A/B/link.jpg" not in assets and any("'link.jpg'" in w for w in ctx.warnings)
+    drive.update_file(far, trashed=False)
+    assert "A/B/link.jpg" in check()
 
     drive.update_file(b, trashed=True)  # a whole folder trashed
     assets = check()
@@ -463,7 +482,8 @@ def test_a_page_token_refused_mid_listing_restarts_that_folder(drive: DriveFake)
         return False
 
     body = google_error(400, "invalid", "Invalid Value", "pageToken").body
-    drive.server.fail_next(400, body, {"Content-Type": "application/json"}, path="/drive/v3/files", when=second_page)
+    drive.server.fail_next(400, body, {"Content-Type": "application/json"}, path="/drive/v3/files",
+                           when=second_page)
     assets, _ = ctx.listing()
     assert len(assets) == 1500
     pages = [r for r in api_requests(drive, "/drive/v3/files") if r.arg("q", "").startswith(f"'{big}'")]
@@ -476,7 +496,8 @@ def test_a_page_token_refused_mid_listing_restarts_that_folder(drive: DriveFake)
 
 @pytest.mark.parametrize(("status", "reason"), [(403, "userRateLimitExceeded"), (403, "rateLimitExceeded"),
                                                 (429, None), (503, None)])
-def test_listing_retries_rate_limits_and_server_errors(drive: DriveFake, status: int, reason: str | None) -> None:
+def test_listing_retries_rate_limits_and_server_errors(drive: DriveFake, status: int,
+                                                      reason: str | None) -> None:
     drive.add_file("a.jpg", JPEG)
     drive.fail_next_error(status, reason, path="/drive/v3/files")
     assets, _ = Ctx(drive).listing()
@@ -549,7 +570,8 @@ def test_daily_quota_ends_the_run(drive: DriveFake) -> None:
     ctx = Ctx(drive)
     controller = ctx.controller()
     assets = {a.path: a for a in controller.list_assets()}
-    drive.fail_next_error(403, "dailyLimitExceeded", message="Daily Limit Exceeded", path=f"/drive/v3/files/{first}")
+    drive.fail_next_error(403, "dailyLimitExceeded", message="Daily Limit Exceeded",
+                          path=f"/drive/v3/files/{first}")
     with pytest.raises(SourceUnavailable, match="daily quota"):
         controller.open(assets["a.jpg"])
     before = len(drive.requests)
@@ -574,8 +596,9 @@ def test_contract(drive: DriveFake) -> None:
 
 def write_providers(config_file: Path, drive: DriveFake) -> None:
     config_file.parent.mkdir(parents=True, exist_ok=True)
-    table = {"client_id": drive.oauth.client_id, "authorize_url": drive.authorize_url, "token_url": drive.token_url,
-             "revoke_url": drive.revoke_url, "api_base_url": drive.base_url, "requests_per_second": 1000}
+    table = {"client_id": drive.oauth.client_id, "authorize_url": drive.authorize_url,
+             "token_url": drive.token_url, "revoke_url": drive.revoke_url, "api_base_url": drive.base_url,
+             "requests_per_second": 1000}
     lines = ["version = 1", "[providers.google]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
     config_file.write_text("\n".join(lines) + "\n")
 
@@ -604,7 +627,8 @@ def test_end_to_end_login_fetch_refresh_status_logout(drive: DriveFake, config_f
     write_providers(config_file, drive)
     monkeypatch.setenv("PIXSRC_GOOGLE_CLIENT_SECRET", drive.oauth.client_secret)
 
-    added = run("add", "google-drive", "--id", "gd", "--name", "My Drive", "--set", f"folder_id={photos}", "--no-input")
+    added = run("add", "google-drive", "--id", "gd", "--name", "My Drive", "--set", f"folder_id={photos}",
+                "--no-input")
     assert added.exit_code == 0, added.stderr
 
     log = tmp_path / "browser.json"
@@ -619,7 +643,8 @@ def test_end_to_end_login_fetch_refresh_status_logout(drive: DriveFake, config_f
     assert grant.redirect_uri and grant.redirect_uri.startswith("http://127.0.0.1:")
     blob = keyring_blob("gd")
     assert blob and blob["provider"] == "google" and blob["refresh_token"] and blob["access_token"]
-    assert blob["refresh_token"] not in config_file.read_text() and blob["access_token"] not in config_file.read_text()
+    config_text = config_file.read_text()
+    assert blob["refresh_token"] not in config_text and blob["access_token"] not in config_text
 
     listed = run("fetch", "gd", "--list", "--json")
     assert listed.exit_code == 0, listed.stderr
@@ -690,7 +715,8 @@ def test_end_to_end_daily_quota_stops_this_source_only(drive: DriveFake, config_
     result = run("fetch", "--all", "--dest", str(tmp_path / "out"), "--json", "--jobs", "1")
     reports = {r["source"]: r for r in json.loads(result.stdout)["sources"]}
     assert reports["gd"]["status"] == "unavailable" and "daily quota" in result.stderr
-    assert reports["zz-local"]["status"] == "ok" and (tmp_path / "out" / "zz-local" / "l.jpg").read_bytes() == b"local"
+    assert reports["zz-local"]["status"] == "ok"
+    assert (tmp_path / "out" / "zz-local" / "l.jpg").read_bytes() == b"local"
     assert result.exit_code == 4
     assert len(api_requests(drive, "/drive/v3/files/*")) == 2  # the root, then one refused download
 

@@ -18,9 +18,11 @@ get ``name~<id prefix>.ext`` names that depend only on their own ids.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import posixpath
 import threading
+import time
 import unicodedata
 import zlib
 from collections import deque
@@ -35,7 +37,16 @@ from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
 from pixsrc.http import HttpClient, HttpError, Response
 from pixsrc.paths import selected
 from pixsrc.sources import is_media
-from pixsrc.types import Asset, AuthSpec, Checksum, OAuthProvider, SourceConfig, SourceContext, SourceType, field
+from pixsrc.types import (
+    Asset,
+    AuthSpec,
+    Checksum,
+    OAuthProvider,
+    SourceConfig,
+    SourceContext,
+    SourceType,
+    field,
+)
 
 FOLDER = "application/vnd.google-apps.folder"
 SHORTCUT = "application/vnd.google-apps.shortcut"
@@ -60,6 +71,7 @@ AUTH_REASONS = frozenset({"insufficientPermissions", "authError", "insufficientS
 SHARED_ROOT = "pixsrc:shared-with-me"  # a virtual folder holding the items shared with the user
 SNAPSHOT_KEY = "drive-snapshot"
 SNAPSHOT_VERSION = 1
+FULL_LISTING_EVERY = 7 * 86400  # seconds between forced full listings
 
 PROVIDER = OAuthProvider(
     name="google",
@@ -81,9 +93,9 @@ PROVIDER = OAuthProvider(
     authorize_params=(("access_type", "offline"), ("prompt", "consent")),
     rotates_refresh_token=False,  # §1.3: keep the old one unless a new one comes back
     refresh_token_days=None,
-    limits_note=("Apps whose OAuth consent screen is External and in 'Testing' status get refresh tokens "
-                 "that expire after 7 days; publish the app (or use an Internal one) to avoid weekly sign-ins. "
-                 "drive.readonly is a restricted scope."),
+    limits_note=("Apps whose OAuth consent screen is External and in 'Testing' status get refresh "
+                 "tokens that expire after 7 days; publish the app (or use an Internal one) to avoid "
+                 "weekly sign-ins. drive.readonly is a restricted scope."),
     console_url="https://console.cloud.google.com/apis/credentials",
     # Not a published number: Drive allows 12,000 queries per minute per user by default; stay well below
     max_concurrency=8,
@@ -128,14 +140,15 @@ class Node:
         size = item.get("size")  # §1.6: an int64 *string*; blobs only
         details = item.get("shortcutDetails") or {}
         return cls(str(item["id"]), str(item.get("name") or ""), str(item.get("mimeType") or ""),
-                   tuple(item.get("parents") or ()), int(size) if isinstance(size, str) and size.isdigit() else None,
+                   tuple(item.get("parents") or ()),
+                   int(size) if isinstance(size, str) and size.isdigit() else None,
                    item.get("md5Checksum"), item.get("sha256Checksum"), item.get("modifiedTime"),
                    bool((item.get("capabilities") or {}).get("canDownload", True)),
                    details.get("targetId"), details.get("targetMimeType"))
 
     def pack(self) -> list[Any]:
-        return [self.id, self.name, self.mime, list(self.parents), self.size, self.md5, self.sha256, self.modified,
-                self.can_download, self.target, self.target_mime]
+        return [self.id, self.name, self.mime, list(self.parents), self.size, self.md5, self.sha256,
+                self.modified, self.can_download, self.target, self.target_mime]
 
     @classmethod
     def unpack(cls, row: list[Any]) -> Node:
@@ -155,10 +168,11 @@ class Snapshot:
     token: str | None
     fingerprint: str
     nodes: dict[str, Node]
+    full_at: float = 0.0  # when the last full listing was made (time.time())
 
     def dump(self) -> str:
         data = {"v": SNAPSHOT_VERSION, "root": self.root, "token": self.token, "fp": self.fingerprint,
-                "nodes": [n.pack() for n in self.nodes.values()]}
+                "full_at": self.full_at, "nodes": [n.pack() for n in self.nodes.values()]}
         raw = zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 6)
         return base64.b64encode(raw).decode()
 
@@ -171,7 +185,7 @@ class Snapshot:
             if data.get("v") != SNAPSHOT_VERSION:
                 return None
             nodes = {row[0]: Node.unpack(row) for row in data["nodes"]}
-            return cls(data["root"], data["token"], data["fp"], nodes)
+            return cls(data["root"], data["token"], data["fp"], nodes, float(data.get("full_at") or 0))
         except (ValueError, KeyError, TypeError, IndexError, zlib.error):
             return None
 
@@ -246,7 +260,8 @@ class GoogleDriveController:
     def _url(self, path: str, params: dict[str, str]) -> str:
         return f"{self.api}/{path}?{urlencode(params, quote_via=quote)}"
 
-    def _get_json(self, path: str, params: dict[str, str], *, token_param: str | None = None) -> dict[str, Any]:
+    def _get_json(self, path: str, params: dict[str, str], *,
+                  token_param: str | None = None) -> dict[str, Any]:
         """GET an API document for the listing; errors become SourceUnavailable / AuthRequired."""
         url = self._url(path, params)
         with self._count_lock:
@@ -260,13 +275,16 @@ class GoogleDriveController:
             try:
                 document = json.loads(body)
             except ValueError:
-                raise SourceUnavailable(f"{self.source}: Google Drive answered invalid JSON for {path}") from None
+                raise SourceUnavailable(f"{self.source}: Google Drive answered invalid JSON for {path}") \
+                    from None
             if not isinstance(document, dict):
-                raise SourceUnavailable(f"{self.source}: Google Drive answered an unexpected document for {path}")
+                raise SourceUnavailable(f"{self.source}: Google Drive answered an unexpected document "
+                                        f"for {path}")
             return document
         reason, message = google_reason(body)
         if response.status == 401 or (response.status == 403 and reason in AUTH_REASONS):
-            raise AuthRequired(f"{self.source}: Google Drive refused the credential ({message or response.status})",
+            raise AuthRequired(f"{self.source}: Google Drive refused the credential "
+                               f"({message or response.status})",
                                hint=f"run: pixsrc auth login {self.source}")
         if token_param and params.get(token_param) and response.status in (400, 404, 410):
             raise _TokenRejected(message)  # §1.6: "if a token is rejected, discard it and restart"
@@ -279,14 +297,19 @@ class GoogleDriveController:
                                 + (f": {reason}: {message}" if reason else f": {message}" if message else ""))
 
     def _get_file(self, file_id: str) -> Node:
-        item = self._get_json(f"files/{quote(file_id, safe='')}", {"fields": FILE_FIELDS, "supportsAllDrives": "true"})
+        """files.get; a file in the trash counts as not found (the listing never shows trashed items)."""
+        item = self._get_json(f"files/{quote(file_id, safe='')}",
+                              {"fields": FILE_FIELDS, "supportsAllDrives": "true"})
+        if item.get("trashed"):
+            raise _NotFound(f"{file_id} is in the trash")
         return Node.from_api(item)
 
     def _list_query(self, q: str, scope: dict[str, str] | None = None) -> list[Node]:
         """Every page of one files.list query; a rejected page token restarts it (twice at most)."""
         for _attempt in range(3):
             nodes: list[Node] = []
-            params = {"q": q, "pageSize": str(PAGE_SIZE), "fields": LIST_FIELDS, **(scope or self.list_params)}
+            params = {"q": q, "pageSize": str(PAGE_SIZE), "fields": LIST_FIELDS,
+                      **(scope or self.list_params)}
             try:
                 while True:
                     page = self._get_json("files", params, token_param="pageToken")
@@ -309,27 +332,31 @@ class GoogleDriveController:
         try:
             root = self._get_file(ref)
         except _NotFound:
-            raise SourceUnavailable(f"{self.source}: Google Drive folder {ref!r} was not found (or is not shared "
-                                    "with this account)") from None
+            raise SourceUnavailable(f"{self.source}: Google Drive folder {ref!r} was not found "
+                                    "(or is not shared with this account)") from None
         if root.mime == SHORTCUT and root.target:
             try:
                 root = self._get_file(root.target)
             except _NotFound:
-                raise SourceUnavailable(f"{self.source}: folder_id {ref!r} is a shortcut whose target is gone") from None
+                raise SourceUnavailable(f"{self.source}: folder_id {ref!r} is a shortcut whose target "
+                                        "is gone") from None
         if not root.folder:
             raise SourceUnavailable(f"{self.source}: {ref!r} is not a folder ({root.mime})",
-                                    hint="folder_id takes the id of a folder: the part after /folders/ in its URL")
+                                    hint="folder_id takes the id of a folder: the part after "
+                                         "/folders/ in its URL")
         return root
 
     def _walk(self, nodes: dict[str, Node], folders: list[str], walked: set[str]) -> None:
         """List ``folders`` and, if recursive, every folder below them, by id, breadth first; resolve
         shortcuts found on the way (their targets, and folders they point at)."""
         level = [f for f in dict.fromkeys(folders) if f not in walked]
-        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="pixsrc-drive") if self.jobs > 1 else None
+        pool = (ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="pixsrc-drive")
+                if self.jobs > 1 else None)
         try:
             while level:
                 walked.update(level)
-                results = list(pool.map(self._children, level)) if pool else [self._children(f) for f in level]
+                results = (list(pool.map(self._children, level)) if pool
+                           else [self._children(f) for f in level])
                 next_level: list[str] = []
                 for children in results:
                     for node in children:
@@ -374,12 +401,11 @@ class GoogleDriveController:
                                       {"supportsAllDrives": "true", "includeItemsFromAllDrives": "true"})
             nodes[SHARED_ROOT] = Node(SHARED_ROOT, "Shared with me", FOLDER, (root.id,))
             for node in shared:
-                nodes[node.id] = Node(node.id, node.name, node.mime, (SHARED_ROOT,), node.size, node.md5,
-                                      node.sha256, node.modified, node.can_download, node.target, node.target_mime)
+                nodes[node.id] = dataclasses.replace(node, parents=(SHARED_ROOT,))
             walked.add(SHARED_ROOT)
             follow = [f for node in shared for f in self._follow(nodes, nodes[node.id])]
             self._walk(nodes, follow, walked)
-        return Snapshot(root.id, token, self._fingerprint(), nodes)
+        return Snapshot(root.id, token, self._fingerprint(), nodes, time.time())
 
     def _fingerprint(self) -> str:
         c = self.config
@@ -414,6 +440,7 @@ class GoogleDriveController:
         nodes = snap.nodes
         before = set(nodes)
         was_missing = {i for i, n in nodes.items() if n.mime == MISSING}
+        targets = {n.target for n in nodes.values() if n.mime == SHORTCUT and n.target}
         pending: dict[str, Node | None] = {}
         for file_id, node in changes:
             pending[file_id] = node  # the latest state of each file wins
@@ -424,7 +451,10 @@ class GoogleDriveController:
             nodes[snap.root] = root
         for file_id, node in list(pending.items()):
             if node is None:
-                nodes.pop(file_id, None)
+                if file_id in targets:  # keep a marker: a shortcut points at it, and it may come back
+                    nodes[file_id] = Node(file_id, "", MISSING)
+                else:
+                    nodes.pop(file_id, None)
                 del pending[file_id]
         # a change may name a folder after its children; add until nothing more joins the tree
         placed = True
@@ -440,7 +470,7 @@ class GoogleDriveController:
         for file_id, node in pending.items():
             if file_id in nodes:
                 assert node is not None
-                if nodes[file_id].mime == MISSING or self._is_target(snap, file_id):
+                if nodes[file_id].mime == MISSING or file_id in targets:
                     nodes[file_id] = node  # a shortcut target that lives elsewhere
                 else:
                     del nodes[file_id]  # moved out of the tree
@@ -452,14 +482,13 @@ class GoogleDriveController:
             self._walk(nodes, follow, walked)
         return True
 
-    @staticmethod
-    def _is_target(snap: Snapshot, file_id: str) -> bool:
-        return any(n.target == file_id for n in snap.nodes.values() if n.mime == SHORTCUT)
-
     def _snapshot(self) -> Snapshot:
         incremental = not self.config.include_shared  # see the README: shared-with-me is listed in full
         snap = Snapshot.load(self.cache.get(SNAPSHOT_KEY)) if incremental else None
-        if snap is not None and snap.fingerprint == self._fingerprint() and snap.token:
+        # a full listing now and then bounds the damage of any change the Changes API did not report
+        # (e.g. in folders other people own, not verified in providers.md)
+        fresh = snap is not None and time.time() - snap.full_at < FULL_LISTING_EVERY
+        if snap is not None and fresh and snap.fingerprint == self._fingerprint() and snap.token:
             try:
                 changes, token = self._changes(snap.token)
             except _TokenRejected:
@@ -485,7 +514,8 @@ class GoogleDriveController:
 
     def _assets(self, snap: Snapshot) -> tuple[list[Asset], set[str]]:
         """The snapshot as assets: a breadth-first walk from the root, sorted by name, so the result
-        (paths, which copy of a file reached twice wins) is the same for the same tree."""
+        (paths, which place of a file reached twice is its "own") is the same for the same tree. A file
+        reached twice is listed at both places; its own place (if the tree holds it) wins the id."""
         nodes = snap.nodes
         children: dict[str, list[Node]] = {}
         for node in nodes.values():
@@ -497,9 +527,13 @@ class GoogleDriveController:
         walked: set[str] = set()
         reachable: set[str] = {snap.root}
         skipped_docs: list[str] = []
-        queue: deque[tuple[str, str, tuple[str, ...]]] = deque([(snap.root, "", (snap.root,))])
+        # a file's own place wins over places reached through shortcuts: those wait until the end
+        deferred: list[tuple[Node, str, str]] = []
+        # (folder, its path, the folders above it, the nearest shortcut that led here)
+        queue: deque[tuple[str, str, tuple[str, ...], str | None]] = deque()
+        queue.append((snap.root, "", (snap.root,), None))
         while queue:
-            folder_id, prefix, chain = queue.popleft()
+            folder_id, prefix, chain, via = queue.popleft()
             if folder_id in walked:
                 continue  # reached twice (two shortcuts to one folder): the first path wins
             walked.add(folder_id)
@@ -509,6 +543,8 @@ class GoogleDriveController:
                 node = item
                 if item.mime == SHORTCUT:
                     target = nodes.get(item.target or "")
+                    if target is not None:
+                        reachable.add(target.id)  # kept, missing or not: a change may bring it back
                     if target is None or target.mime == MISSING:
                         self.warn(f"skipped shortcut {prefix}{item.name!r}: its target is gone or not shared "
                                   "with you")
@@ -516,7 +552,8 @@ class GoogleDriveController:
                     reachable.add(target.id)
                     node = target
                     if node.folder and node.id in chain:
-                        self.warn(f"skipped shortcut {prefix}{item.name!r}: it points back to a folder above it")
+                        self.warn(f"skipped shortcut {prefix}{item.name!r}: it points back to a folder "
+                                  "above it")
                         continue
                 name = item.name.replace("/", "\uff0f")  # "／" like rclone: a "/" in a name is no folder
                 if node.folder:
@@ -540,16 +577,31 @@ class GoogleDriveController:
                     continue
                 entries.append((item, node, name))
             for item, node, name in _disambiguate(entries):
+                through = item.id if item is not node else via
                 if node.folder:
-                    queue.append((node.id, f"{prefix}{name}/", (*chain, node.id)))
-                elif node.id not in seen_files:
-                    seen_files.add(node.id)
-                    assets.append(self._asset(node, prefix + name, drawing))
+                    queue.append((node.id, f"{prefix}{name}/", (*chain, node.id), through))
+                elif through:
+                    deferred.append((node, prefix + name, through))
+                else:
+                    assets.append(self._occurrence(node, prefix + name, folder_id, seen_files, drawing))
+        for node, path, through in deferred:
+            assets.append(self._occurrence(node, path, through, seen_files, drawing))
         if skipped_docs:
-            shown = ", ".join(skipped_docs[:5]) + (f" and {len(skipped_docs) - 5} more" if len(skipped_docs) > 5 else "")
+            more = len(skipped_docs) - 5
+            shown = ", ".join(skipped_docs[:5]) + (f" and {more} more" if more > 0 else "")
             self.warn(f"skipped {len(skipped_docs)} Google Docs/Sheets/Slides file(s) (not images; "
                       f"Drive can only export them as documents): {shown}")
         return assets, reachable
+
+    def _occurrence(self, node: Node, path: str, context: str, seen: set[str],
+                    drawing: tuple[str, str] | None) -> Asset:
+        """The first place a file is found gets its id; another place (a shortcut to it, a second
+        parent) gets ``<shortcut or folder id>:<file id>`` and ``same_as``: the engine copies it."""
+        asset = self._asset(node, path, drawing)
+        if node.id not in seen:
+            seen.add(node.id)
+            return asset
+        return dataclasses.replace(asset, id=f"{context}:{node.id}", same_as=node.id)
 
     def _asset(self, node: Node, path: str, drawing: tuple[str, str] | None) -> Asset:
         modified = _parse_time(node.modified)
@@ -585,7 +637,8 @@ class GoogleDriveController:
         except HttpError as exc:
             raise AssetError(str(exc), retryable=exc.retryable) from None
         status = response.status
-        if status == 206 and offset and response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+        content_range = response.headers.get("Content-Range", "")
+        if status == 206 and offset and content_range.startswith(f"bytes {offset}-"):
             response.offset = offset
             return response
         if status == 200:
@@ -603,24 +656,28 @@ class GoogleDriveController:
         if status == 404:
             raise AssetError("Google Drive says it no longer exists (or it is not shared with you any more)")
         retryable = status in (408, 429) or status >= 500
-        raise AssetError(f"HTTP {status}" + (f" {reason}: {message}" if reason else f": {message}" if message else ""),
-                         retryable=retryable)
+        detail = f" {reason}: {message}" if reason else f": {message}" if message else ""
+        raise AssetError(f"HTTP {status}{detail}", retryable=retryable)
 
     def _forbidden(self, asset: Asset, reason: str | None, message: str) -> Exception:
-        if reason in DAILY_REASONS or reason == "downloadQuotaExceeded" and "this file" not in message.lower():
+        per_file = "this file" in message.lower()
+        if reason in DAILY_REASONS or reason == "downloadQuotaExceeded" and not per_file:
             # a quota of the account or the app: every further download would fail the same way
             self._stop = f"not tried: Google Drive's daily quota is exhausted ({message})"
-            return SourceUnavailable(f"{self.source}: Google Drive's daily quota is exhausted ({reason}: {message})",
+            return SourceUnavailable(f"{self.source}: Google Drive's daily quota is exhausted "
+                                     f"({reason}: {message})",
                                      hint="try again in 24 hours; already downloaded files are kept")
         if reason in AUTH_REASONS:
             return AuthRequired(f"{self.source}: the credential may not download files ({message})",
-                                hint=f"run: pixsrc auth login {self.source} (the drive.readonly scope is needed)")
+                                hint=f"run: pixsrc auth login {self.source} "
+                                     "(the drive.readonly scope is needed)")
         if reason in RATE_REASONS:
             return AssetError(f"rate limited by Google Drive ({message})", retryable=True)
         why = {
             "downloadQuotaExceeded": "too many downloads of this file today (Drive's per-file quota); "
                                      "try again in 24 hours",
-            "cannotDownloadAbusiveFile": "Google flagged it as malware or spam; only its owner can download it",
+            "cannotDownloadAbusiveFile": "Google flagged it as malware or spam; only its owner can "
+                                         "download it",
             "cannotDownloadFile": "its owner does not allow you to download it",
             "exportSizeLimitExceeded": "larger than the 10 MB Google Drive can export",
             "fileNotDownloadable": "it has no downloadable content",
