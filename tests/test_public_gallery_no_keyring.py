@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from support.cli import run, run_subprocess
 from support.gallery_server import GalleryServer
 

@@ -153,7 +153,8 @@ def load_config(path: Path) -> Config:
     try:
         document = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not valid UTF-8", hint="fix or replace the file; pixsrc will not touch it") from None
+        raise ConfigError(f"{path}: not valid UTF-8",
+                          hint="fix or replace the file; pixsrc will not touch it") from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         if match := _LOCATION.search(message):

@@ -106,7 +106,7 @@ def wait(seconds: float) -> None:
 class Headers(dict[str, str]):
     """Response headers, looked up case-insensitively (repeated fields joined with ", ")."""
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         return super().get(key.lower(), default)
 
 

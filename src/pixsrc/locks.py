@@ -6,10 +6,11 @@ The kernel drops the lock when the process dies, so a crashed pixsrc never leave
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from types import TracebackType
 
-if os.name == "nt":  # pragma: no cover - exercised on Windows only
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
     def _lock(fd: int, blocking: bool) -> bool:

@@ -157,7 +157,7 @@ class TokenSet:
             data = json.loads(text if text.startswith("{") else base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
             if not isinstance(data, dict) or "provider" not in data:
                 raise ValueError("not a pixsrc token")
-            fields = {k: data.get(k) for k in cls.__dataclass_fields__}
+            fields: dict[str, Any] = {k: data.get(k) for k in cls.__dataclass_fields__}
             fields["token_type"] = fields["token_type"] or "Bearer"
             fields["obtained_at"] = fields["obtained_at"] or 0.0
             tokens = cls(**fields)
@@ -213,7 +213,7 @@ def token_request(settings: ProviderSettings, form: dict[str, str]) -> dict[str,
         body = response.read_all(1 << 20)
     except HttpError as exc:
         raise AuthRequired(f"cannot reach the {provider.display_name} token endpoint: {redact.redact(str(exc))}",
-                           hint="check the network (and [providers.%s] token_url), then retry" % provider.name) from None
+                           hint=f"check the network (and [providers.{provider.name}] token_url), then retry") from None
     finally:
         client.close()
     try:
@@ -500,7 +500,8 @@ def revoke(settings: ProviderSettings, token_set: TokenSet) -> str:
     provider = settings.provider
     url = settings.revoke_url
     if provider.revoke_style == "none" or not url:
-        return f"{provider.display_name} offers no revocation for user tokens; disconnect pixsrc in your account settings"
+        return (f"{provider.display_name} offers no revocation for user tokens; "
+                "disconnect pixsrc in your account settings")
     client = HttpClient(retries=2)
     try:
         if provider.revoke_style == "bearer":
@@ -524,7 +525,8 @@ def revoke(settings: ProviderSettings, token_set: TokenSet) -> str:
             headers = {"Content-Type": "application/x-www-form-urlencoded"}
             secret = settings.client_secret() if provider.secret != "none" else None
             if secret and provider.client_auth == "basic":
-                headers["Authorization"] = "Basic " + base64.b64encode(f"{settings.client_id}:{secret}".encode()).decode()
+                pair = f"{settings.client_id}:{secret}".encode()
+                headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
             elif secret:
                 form["client_secret"] = secret
             response = client.request("POST", url, headers=headers, body=urlencode(form).encode())

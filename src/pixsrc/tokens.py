@@ -95,7 +95,7 @@ def _read_file_store() -> dict[str, str]:
     return data if isinstance(data, dict) else {}
 
 
-def _update_file_store(change: Callable[[dict[str, str]], None]) -> None:
+def _update_file_store(change: Callable[[dict[str, str]], object]) -> None:
     path = file_store_path()
     with FileLock(path.with_name(path.name + ".lock")):
         data = _read_file_store()

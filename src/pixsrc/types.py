@@ -10,14 +10,18 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from pixsrc.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pixsrc.http import HttpClient
 
 FieldKind = Literal["text", "url", "boolean", "select", "integer", "path", "list"]
 AuthKind = Literal["none", "api-key", "oauth2"]
@@ -274,7 +278,7 @@ class SourceContext:
     warn: Callable[[str], None] = lambda message: None
     """Tell the user something (a skipped item, a long rate-limit wait); shown on stderr."""
 
-    def http(self, **options: Any) -> Any:
+    def http(self, **options: Any) -> HttpClient:
         """A ``pixsrc.http.HttpClient`` wired for this source: its OAuth token (refreshed on expiry
         and once on 401), the provider's rate limits, User-Agent, and waits shown to the user.
         ``options`` go to HttpClient (e.g. ``retry_when``, ``headers``, ``timeout``)."""

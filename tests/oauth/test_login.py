@@ -21,14 +21,14 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
-
-from pixsrc import oauth
-from pixsrc.errors import AuthRequired, UsageError
 from support.cli import pixsrc_exe, run_subprocess
 from support.oidc import OidcServer, browser_env, free_port, start_oidc_server
 
+from pixsrc import oauth
+from pixsrc.errors import AuthRequired, UsageError
+
 pytest.importorskip("pixsrc_demo_plugin.oauth_types", reason="install tests/plugins/pixsrc-demo-plugin")
-from pixsrc_demo_plugin.oauth_types import CONFIDENTIAL, PUBLIC  # noqa: E402
+from pixsrc_demo_plugin.oauth_types import PUBLIC  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

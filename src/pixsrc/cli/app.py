@@ -37,8 +37,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    config: Annotated[str | None, typer.Option("--config", metavar="PATH",
-                                               help="Sources file (default: $PIXSRC_CONFIG, then the user config dir).")] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", metavar="PATH", help="Sources file (default: $PIXSRC_CONFIG, then the user config dir).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,

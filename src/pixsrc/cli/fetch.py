@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pixsrc.cli.common import app_state, handle_errors, print_json, say
+
+if TYPE_CHECKING:
+    from pixsrc.config import Config, Source
+    from pixsrc.sync import Outcome, Report
 
 Globs = Annotated[list[str] | None, typer.Option(metavar="GLOB", help="Repeatable; '*.jpg' or 'dir/*'.")]
 
@@ -55,7 +60,8 @@ def register(app: typer.Typer) -> None:
                quiet)
 
 
-def _list(sources: list, include: list[str], exclude: list[str], json_out: bool, providers: dict) -> None:
+def _list(sources: list[Source], include: list[str], exclude: list[str], json_out: bool,
+          providers: dict[str, Any]) -> None:
     from pixsrc.fetch import list_assets, source_type
     from pixsrc.paths import sanitize_path
 
@@ -76,7 +82,8 @@ def _list(sources: list, include: list[str], exclude: list[str], json_out: bool,
                 out.write(f"{source.id}\t{size:>9}\t{path}\n")
 
 
-def _fetch(cfg, sources, dest, dry_run, jobs, include, exclude, prune, force, wait, json_out, quiet) -> None:  # noqa: ANN001
+def _fetch(cfg: Config, sources: list[Source], dest: str | None, dry_run: bool, jobs: int, include: list[str],
+           exclude: list[str], prune: bool, force: bool, wait: bool, json_out: bool, quiet: bool) -> None:
     from pixsrc.fetch import destination, exit_code, fetch_source, install_sigterm_handler
     from pixsrc.sync import Options
 
@@ -122,16 +129,16 @@ def _fetch(cfg, sources, dest, dry_run, jobs, include, exclude, prune, force, wa
         raise typer.Exit(code)
 
 
-def _ignore(outcome: object) -> None:
+def _ignore(outcome: Outcome) -> None:
     pass
 
 
-def _print_dry_run(outcome) -> None:  # noqa: ANN001
+def _print_dry_run(outcome: Outcome) -> None:
     if outcome.action in ("downloaded", "updated", "pruned", "renamed"):
         print(f"would {'fetch' if outcome.action == 'downloaded' else outcome.action.rstrip('d')}: {outcome.path}")
 
 
-def _summary(report, dest) -> str:  # noqa: ANN001
+def _summary(report: Report, dest: Path) -> str:
     verb = "would fetch" if report.dry_run else "fetched"
     parts = [f"{report.listed} listed", f"{report.downloaded} new", f"{report.updated} updated",
              f"{report.unchanged} unchanged"]
@@ -150,12 +157,15 @@ class _Progress:
 
     def __init__(self, source_id: str) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  DownloadColumn(), console=Console(stderr=True), transient=True)
-        self._task = self._progress.add_task(f"{source_id}: listing", total=None)
+                                  TextColumn("{task.fields[size]}"), TimeElapsedColumn(),
+                                  console=Console(stderr=True), transient=True)
+        self._task = self._progress.add_task(f"{source_id}: listing", total=None, size="")
         self.source_id = source_id
+        self._bytes = 0
+        self._total = ""
 
     def __enter__(self) -> _Progress:
         self._progress.start()
@@ -165,11 +175,13 @@ class _Progress:
         self._progress.stop()
 
     def plan(self, files: int, size: int) -> None:
-        self._progress.update(self._task, description=f"{self.source_id}", total=files, completed=0)
+        self._total = f" / {_human(size)}" if size else ""
+        self._progress.update(self._task, description=self.source_id, total=files, completed=0)
 
-    def outcome(self, outcome) -> None:  # noqa: ANN001
+    def outcome(self, outcome: Outcome) -> None:
         if outcome.action in ("downloaded", "updated", "failed"):
             self._progress.advance(self._task)
 
-    def advance_bytes(self, n: int) -> None:
-        pass
+    def advance_bytes(self, n: int) -> None:  # from the download threads; rich locks internally
+        self._bytes += n
+        self._progress.update(self._task, size=_human(self._bytes) + self._total)

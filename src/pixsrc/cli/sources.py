@@ -101,7 +101,7 @@ def _pick_type() -> str:
         say(f"  {number}. {stype.id:16} {stype.description}")
     ids = [t.id for t in types]
     while True:
-        choice = typer.prompt("Type (number or id)").strip()
+        choice = str(typer.prompt("Type (number or id)")).strip()
         if choice in ids:
             return choice
         if choice.isdigit() and 1 <= int(choice) <= len(ids):
@@ -151,9 +151,11 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         type_id: Annotated[str | None, typer.Argument(metavar="TYPE", help="Source type (see `pixsrc types`).")] = None,
         name: Annotated[str | None, typer.Option("--name", help="Display name, e.g. 'Client Assets'.")] = None,
-        source_id: Annotated[str | None, typer.Option("--id", help="Id (a slug); derived from the name if omitted.")] = None,
+        source_id: Annotated[str | None, typer.Option(
+            "--id", help="Id (a slug); derived from the name if omitted.")] = None,
         sets: SetOption = None,
-        dest: Annotated[str | None, typer.Option("--dest", metavar="DIR", help="Download folder for this source.")] = None,
+        dest: Annotated[str | None, typer.Option(
+            "--dest", metavar="DIR", help="Download folder for this source.")] = None,
         disabled: Annotated[bool, typer.Option("--disabled", help="Add it disabled.")] = False,
         no_input: Annotated[bool, typer.Option("--no-input", help="Never prompt; fail on missing fields.")] = False,
     ) -> None:
@@ -213,7 +215,8 @@ def register(app: typer.Typer) -> None:
     def list_(
         ctx: typer.Context,
         json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-        type_filter: Annotated[str | None, typer.Option("--type", metavar="T", help="Only sources of this type.")] = None,
+        type_filter: Annotated[str | None, typer.Option(
+            "--type", metavar="T", help="Only sources of this type.")] = None,
     ) -> None:
         """List the configured sources."""
         from pixsrc import registry
@@ -284,7 +287,8 @@ def register(app: typer.Typer) -> None:
         sets: SetOption = None,
         unsets: Annotated[list[str] | None, typer.Option("--unset", metavar="KEY", help="Back to the default.")] = None,
         name: Annotated[str | None, typer.Option("--name", help="New display name.")] = None,
-        dest: Annotated[str | None, typer.Option("--dest", metavar="DIR", help="Download folder ('' clears it).")] = None,
+        dest: Annotated[str | None, typer.Option(
+            "--dest", metavar="DIR", help="Download folder ('' clears it).")] = None,
     ) -> None:
         """Change a source's config, name or download folder."""
         from pixsrc import registry
