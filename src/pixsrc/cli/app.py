@@ -1,7 +1,7 @@
 """The ``pixsrc`` command: the root app and its global options.
 
 Command modules import only typer and the standard library at the top; everything heavier
-(pydantic models, httpx, keyring, source types) is imported inside the command that needs it.
+(pydantic models, the HTTP client, keyring, source types) is imported inside the command that needs it.
 """
 
 from __future__ import annotations

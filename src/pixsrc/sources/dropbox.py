@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 from pydantic import field_validator
@@ -28,7 +27,7 @@ from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
 from pixsrc.http import MAX_RETRY_AFTER, HttpError, Response, retry_after_seconds
 from pixsrc.http import wait as interruptible_wait
 from pixsrc.paths import selected
-from pixsrc.sources import is_media, media_type
+from pixsrc.sources import is_media, media_type, parse_time
 from pixsrc.types import (
     HASHERS,
     Asset,
@@ -104,15 +103,6 @@ class DropboxConfig(SourceConfig):
         if any(part in ("", ".", "..") for part in value.split("/")) and value:
             raise ValueError("must be a folder path like /Photos/2024 (no empty, '.' or '..' parts)")
         return "/" + value if value else ""  # the root is "" for list_folder, never "/" (files.stone)
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _error_tags(body: bytes) -> tuple[list[str], str]:
@@ -312,7 +302,7 @@ class DropboxController:
             size = entry.get("size")
             yield Asset(id=file_id, path=rel, version=version,
                         size=size if isinstance(size, int) and not isinstance(size, bool) else None,
-                        modified=_parse_time(entry.get("client_modified")) or _parse_time(entry.get("server_modified")),
+                        modified=parse_time(entry.get("client_modified")) or parse_time(entry.get("server_modified")),
                         media_type=media_type(name), checksum=checksum, ref=(lower, file_id))
         for rel in skipped[:MAX_WARNED]:
             self.context.warn(f"skipped {rel}: Dropbox cannot download it (is_downloadable=false; "

@@ -29,14 +29,13 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
 from pixsrc.http import HttpClient, HttpError, Response
 from pixsrc.paths import selected
-from pixsrc.sources import is_media
+from pixsrc.sources import is_media, parse_time
 from pixsrc.types import (
     Asset,
     AuthSpec,
@@ -604,7 +603,7 @@ class GoogleDriveController:
         return dataclasses.replace(asset, id=f"{context}:{node.id}", same_as=node.id)
 
     def _asset(self, node: Node, path: str, drawing: tuple[str, str] | None) -> Asset:
-        modified = _parse_time(node.modified)
+        modified = parse_time(node.modified)
         if node.mime == DRAWING:
             assert drawing is not None
             return Asset(id=node.id, path=path, version=f"export:{drawing[0]}:{node.modified}", size=None,
@@ -713,15 +712,6 @@ def _disambiguate(entries: list[tuple[Node, Node, str]]) -> list[tuple[Node, Nod
             stem, ext = posixpath.splitext(name) if not node.folder else (name, "")
             out[index] = (item, node, f"{stem}~{item.id[:width]}{ext}")
     return out
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _factory(context: SourceContext) -> GoogleDriveController:

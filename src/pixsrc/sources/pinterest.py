@@ -25,13 +25,12 @@ from __future__ import annotations
 import json
 import posixpath
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
 from pixsrc.http import HttpError, Response
-from pixsrc.sources import media_type
+from pixsrc.sources import media_type, parse_time
 from pixsrc.types import Asset, AuthSpec, OAuthProvider, SourceConfig, SourceContext, SourceType, field
 
 PAGE_SIZE = 250  # boards/list and */list_pins: 1..250, default 25 (3.2)
@@ -114,16 +113,6 @@ def _error(body: bytes) -> str:
         return f"{data.get('message', '')} (code {data.get('code')})".strip()
     text = body[:200].decode("utf-8", "replace").strip()
     return text or "no details"
-
-
-def _created(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)  # the API's times are UTC without an offset
 
 
 class _BadBookmark(Exception):
@@ -340,7 +329,7 @@ class PinterestController:
         if not isinstance(pid, str) or not pid or pid in seen:
             return
         seen.add(pid)
-        modified = _created(pin.get("created_at"))
+        modified = parse_time(pin.get("created_at"))
         for number, url in self._media_urls(pin.get("media")):
             if url is None:
                 self._unusable += 1

@@ -17,7 +17,6 @@ import json
 import re
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
@@ -25,7 +24,7 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
 from pixsrc.http import HttpClient, HttpError, Response
 from pixsrc.paths import selected
-from pixsrc.sources import is_media, media_type
+from pixsrc.sources import is_media, media_type, parse_time
 from pixsrc.types import Asset, AuthSpec, Checksum, HttpUrl, SourceConfig, SourceContext, SourceType, field
 
 MAX_PAGES = 10_000
@@ -54,15 +53,6 @@ def _hrefs(page: str) -> Iterator[str]:
 def _is_json(response: Response) -> bool:
     kind = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     return kind == "application/json" or kind.endswith("+json")
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 class RemoteGalleryController:
@@ -165,7 +155,7 @@ class RemoteGalleryController:
         else:  # nothing tells a change: fetched once (again with --force)
             version = f"url:{url}"
         return Asset(id=str(item.get("id") or path), path=path, version=version, size=size,
-                     modified=_parse_time(modified), media_type=item.get("media_type") or media_type(path),
+                     modified=parse_time(modified), media_type=item.get("media_type") or media_type(path),
                      checksum=checksum, ref=(url, None))
 
     def _crawl(self, url: str, body: bytes) -> Iterator[Asset]:
