@@ -97,10 +97,13 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except typer.Exit:
             raise
         except Exception as exc:
-            if DEBUG:
-                raise
+            if DEBUG:  # the traceback goes through the same redaction as every other message
+                import traceback
+
+                say(traceback.format_exc().rstrip())
             say(f"internal error: {type(exc).__name__}: {exc}")
-            say("  hint: run again with --debug for the traceback, and report it")
+            if not DEBUG:
+                say("  hint: run again with --debug for the traceback, and report it")
             raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper
