@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import html
 import json
+import queue
 import re
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
@@ -28,6 +29,7 @@ from pixsrc.sources import is_media, media_type, parse_time
 from pixsrc.types import Asset, AuthSpec, Checksum, HttpUrl, SourceConfig, SourceContext, SourceType, field
 
 MAX_PAGES = 10_000
+HEAD_BATCH = 64  # files of one listing per task: their HEADs are pipelined on one connection
 
 
 class RemoteGalleryConfig(SourceConfig):
@@ -171,10 +173,18 @@ class RemoteGalleryController:
         visited = {url, base}
         files: set[str] = set()
         assets: list[Asset] = []
+        # completions arrive on a queue: wait(FIRST_COMPLETED) over thousands of futures is O(n) each
+        finished: queue.SimpleQueue[tuple[Future[Any], int]] = queue.SimpleQueue()
         with ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="pixsrc-crawl") as pool:
-            pending: dict[Future[Any], int] = {}
+            outstanding = 0
+
+            def submit(depth: int, fn: Any, *args: Any) -> None:
+                nonlocal outstanding
+                outstanding += 1
+                pool.submit(fn, *args).add_done_callback(lambda future: finished.put((future, depth)))
 
             def scan(page: str, page_base: str, page_body: bytes, depth: int) -> None:
+                found: list[tuple[str, str]] = []
                 for href in _hrefs(page_body.decode("utf-8", "replace")):
                     target = urlsplit(urljoin(page_base, href))
                     if {".", ".."} & set(unquote(target.path).split("/")):
@@ -187,23 +197,24 @@ class RemoteGalleryController:
                     if target.path.endswith("/"):
                         if clean not in visited and depth < self.config.max_depth:
                             visited.add(clean)
-                            pending[pool.submit(self._page, clean)] = depth + 1
+                            submit(depth + 1, self._page, clean)
                         continue
                     rel = unquote(target.path[len(base_path):])
                     if rel not in files and (self.config.all_files or is_media(rel)):
                         files.add(rel)
-                        pending[pool.submit(self._head, rel, clean)] = -1
+                        found.append((rel, clean))
+                for start in range(0, len(found), HEAD_BATCH):
+                    submit(-1, self._heads, found[start:start + HEAD_BATCH])
 
             scan(url, base if "." not in last else url, body, 0)
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    depth = pending.pop(future)
-                    result = future.result()  # raises the first SourceUnavailable / AuthRequired
-                    if depth < 0:
-                        assets.append(result)
-                    else:
-                        scan(result[0], result[0], result[1], depth)
+            while outstanding:
+                future, depth = finished.get()
+                outstanding -= 1
+                result = future.result()  # raises the first SourceUnavailable / AuthRequired
+                if depth < 0:
+                    assets.extend(result)
+                else:
+                    scan(result[0], result[0], result[1], depth)
         assets.sort(key=lambda a: a.path)
         yield from assets
 
@@ -211,11 +222,15 @@ class RemoteGalleryController:
         response = self._get(page, "text/html")
         return response.url, response.read_all()
 
-    def _head(self, rel: str, url: str) -> Asset:
+    def _heads(self, files: list[tuple[str, str]]) -> list[Asset]:
         try:
-            response = self.http.request("HEAD", url, headers=self._headers(url))
+            responses = self.http.head_many([url for _, url in files], self._headers(files[0][1]))
         except HttpError as exc:
             raise SourceUnavailable(f"{self.source_name}: {exc}") from None
+        return [self._asset_from_head(rel, url, response) for (rel, url), response in zip(files, responses,
+                                                                                          strict=True)]
+
+    def _asset_from_head(self, rel: str, url: str, response: Response) -> Asset:
         response.close()
         if response.status in (401, 403):
             raise AuthRequired(f"{self.source_name}: the gallery answered HTTP {response.status} for {url}",
