@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from support.cli import run
 
 from pixsrc import redact
-from support.cli import run
 
 
 def test_registered_secrets_and_credential_shapes_are_masked() -> None:

@@ -160,8 +160,8 @@ def fetch_source(source: Source, options: Options, *, wait: bool, providers: dic
             raise Busy(f"another pixsrc is fetching {source.id!r} right now",
                        hint="wait for it, or pass --wait to queue behind it")
     except Busy as exc:
-        report.status = "busy"
-        return report, _describe(exc)
+        report.status, report.message = "busy", _describe(exc)
+        return report, report.message
     started = time.time()
     state = State(root / "state.db")
     reason: str | None = None
@@ -189,7 +189,7 @@ def fetch_source(source: Source, options: Options, *, wait: bool, providers: dic
             report.status = "auth"
         elif isinstance(exc, SourceUnavailable):
             report.status = "unavailable"
-        reason = _describe(exc)
+        reason = report.message = _describe(exc)
     finally:
         if not options.dry_run:
             state.add_run(source.id, started, report.status, STATUS_EXIT[report.status], report.__dict__)

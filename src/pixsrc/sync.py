@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pixsrc.errors import AssetError, AuthRequired, PixsrcError, SourceUnavailable
+from pixsrc.errors import AssetError, AuthRequired, PixsrcError, SourceUnavailable, UsageError
 from pixsrc.http import Cancelled, HttpError, backoff_delay, cancelled
 from pixsrc.http import wait as interruptible_wait
 from pixsrc.paths import assign_paths, sanitize_path, selected
@@ -78,6 +78,7 @@ class Report:
     bytes: int = 0
     seconds: float = 0.0
     dry_run: bool = False
+    message: str | None = None  # why the source ended early (unavailable, auth, busy, ...)
     errors: list[dict[str, str | None]] = field(default_factory=list)
 
     def count(self, outcome: Outcome) -> None:
@@ -197,6 +198,13 @@ class SyncRun:
             yield from self._download_all([
                 _Job(j.asset, j.path, j.action, j.replaces, done.get(j.asset.same_as or "")) for j in later])
 
+    def _make_dest(self) -> None:
+        try:
+            self.dest.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot use {self.dest} as the destination: {exc.strerror}",
+                             hint="pass another --dest, or fix the source's dest") from None
+
     def _emit(self, outcome: Outcome) -> Outcome:
         self.report.count(outcome)
         return outcome
@@ -247,7 +255,7 @@ class SyncRun:
     def _rename(self, asset: Asset, old: Path, path: str, entry: Entry) -> Outcome:
         if not self.options.dry_run:
             target = self.dest / path
-            self.dest.mkdir(parents=True, exist_ok=True)
+            self._make_dest()
             self._safe_parent(target)
             os.replace(old, target)
             self.state.record(self.source_id, [Entry(asset.id, entry.version, path, entry.size, entry.mtime_ns,
@@ -299,7 +307,7 @@ class SyncRun:
     def _download_all(self, jobs: list[_Job]) -> Iterator[Outcome]:
         if not jobs:
             return
-        self.dest.mkdir(parents=True, exist_ok=True)
+        self._make_dest()
         pending_records: list[Entry] = []
         last_flush = time.monotonic()
         pool = ThreadPoolExecutor(max_workers=max(1, self.options.jobs), thread_name_prefix="pixsrc-fetch")

@@ -53,6 +53,8 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_config(app_state(ctx).config_path)
         sources = select_sources(cfg, refs or [], all_enabled)
+        if not sources and not quiet:
+            say(f"no enabled sources in {cfg.path}; see `pixsrc list`")
         if list_only:
             _list(sources, include or [], exclude or [], json_out, cfg.providers())
             return
