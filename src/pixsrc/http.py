@@ -111,19 +111,62 @@ class Headers(dict[str, str]):
         return super().get(key.lower(), default)
 
 
+def proxy_for(scheme: str, host: str) -> str | None:
+    """The proxy URL from HTTP(S)_PROXY / NO_PROXY for this host; loopback never goes through one."""
+    import ipaddress
+    import urllib.request
+
+    if host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    proxy = urllib.request.getproxies_environment().get(scheme)
+    if not proxy or urllib.request.proxy_bypass_environment(host):  # type: ignore[attr-defined]
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
 class _Connection:
-    """One keep-alive HTTP/1.1 connection over a plain or TLS socket."""
+    """One keep-alive HTTP/1.1 connection over a plain or TLS socket, maybe through a proxy:
+    https through a CONNECT tunnel, http by sending absolute URLs to the proxy."""
 
     def __init__(self, scheme: str, host: str, port: int, timeout: float) -> None:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        self.buffer = bytearray()
+        self.absolute_form = False
+        self.proxy_auth = ""
+        proxy = proxy_for(scheme, host)
+        if proxy is None:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        else:
+            via = urlsplit(proxy)
+            sock = socket.create_connection((via.hostname or "", via.port or 80), timeout=timeout)
+            auth = ""
+            if via.username:
+                from base64 import b64encode
+                from urllib.parse import unquote
+
+                pair = f"{unquote(via.username)}:{unquote(via.password or '')}".encode()
+                auth = f"Proxy-Authorization: Basic {b64encode(pair).decode()}\r\n"
+            if scheme == "https":
+                self.sock = sock
+                sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}\r\n".encode())
+                status_line = self.read_until(b"\r\n\r\n").split(b"\r\n", 1)[0]
+                if status_line.split(b" ")[1:2] != [b"200"]:
+                    sock.close()
+                    raise HttpError(f"the proxy refused to connect to {host}:{port}: {status_line.decode('latin-1')}")
+                self.buffer.clear()
+            else:
+                self.absolute_form = True
+                self.proxy_auth = auth
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if scheme == "https":
             import ssl
 
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
         self.sock = sock
-        self.buffer = bytearray()
-        self.used = False
 
     def recv(self, size: int) -> bytes:
         if self.buffer:
@@ -310,16 +353,25 @@ class HttpClient:
         return conn
 
     @staticmethod
-    def _encode(method: str, url: str, headers: Mapping[str, str], body: bytes | None) -> tuple[tuple[str, str], bytes]:
+    def _key(url: str) -> tuple[str, str]:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HttpError(f"unsupported URL {_safe(url)!r}")
+        return parts.scheme, parts.netloc
+
+    @staticmethod
+    def _encode(method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+                conn: _Connection | None = None) -> bytes:
+        parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if conn is not None and conn.absolute_form:  # plain http through a proxy
+            target = f"{parts.scheme}://{parts.netloc}{target}"
         lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         if body is not None or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body or b'')}")
-        return (parts.scheme, parts.netloc), ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+        head = "\r\n".join(lines) + "\r\n" + (conn.proxy_auth if conn is not None and conn.absolute_form else "")
+        return (head + "\r\n").encode("latin-1") + (body or b"")
 
     @staticmethod
     def _read_response(conn: _Connection, method: str, url: str,
@@ -339,14 +391,14 @@ class HttpClient:
         return Response(conn, method, url, status, parsed, release)
 
     def _send_once(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> Response:
-        key, request = self._encode(method, url, headers, body)
+        key = self._key(url)
         conn = self._pool().pop(key, None)
         while True:
             reused = conn is not None
             if conn is None:
                 conn = self._connect(*key)
             try:
-                conn.sock.sendall(request)
+                conn.sock.sendall(self._encode(method, url, headers, body, conn))
                 return self._read_response(conn, method, url, self._release(key))
             except (ConnectionError, TimeoutError, OSError):
                 conn.close()
@@ -377,9 +429,8 @@ class HttpClient:
         """The answers that arrived, in order; fewer than asked when the server stopped early."""
         if cancelled.is_set():
             raise Cancelled()
-        encoded = [self._encode("HEAD", url, headers, None) for url in urls]
-        key = encoded[0][0]
-        if any(k != key for k, _ in encoded):
+        key = self._key(urls[0])
+        if any(self._key(url) != key for url in urls):
             return []
         conn = self._pool().pop(key, None)
         answers: list[Response] = []
@@ -387,7 +438,7 @@ class HttpClient:
             conn = conn or self._connect(*key)
             # a server that cannot pipeline may just sit on the later requests: do not wait long for it
             conn.sock.settimeout(min(self.timeout, 5.0))
-            conn.sock.sendall(b"".join(request for _, request in encoded))
+            conn.sock.sendall(b"".join(self._encode("HEAD", url, headers, None, conn) for url in urls))
             for url in urls:
                 answers.append(self._read_response(conn, "HEAD", url, lambda c, r: None))
                 if not answers[-1]._keep_alive:
