@@ -121,14 +121,15 @@ def test_proxy_choice_honours_no_proxy_and_never_proxies_loopback(monkeypatch: p
 
 
 def test_plain_http_through_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    with server("HTTP/1.1") as (base, _), proxy({f"gallery.test:{base.rsplit(':', 1)[1]}": int(base.rsplit(":", 1)[1])}) as (
-            proxy_url, seen):
-        monkeypatch.setenv("HTTP_PROXY", proxy_url)
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        client = HttpClient()
-        url = f"http://gallery.test:{base.rsplit(':', 1)[1]}/f1"
-        response = client.request("HEAD", url)
-        client.close()
+    with server("HTTP/1.1") as (base, _):
+        port = int(base.rsplit(":", 1)[1])
+        with proxy({f"gallery.test:{port}": port}) as (proxy_url, seen):
+            monkeypatch.setenv("HTTP_PROXY", proxy_url)
+            monkeypatch.delenv("NO_PROXY", raising=False)
+            client = HttpClient()
+            url = f"http://gallery.test:{port}/f1"
+            response = client.request("HEAD", url)
+            client.close()
     assert response.status == 200 and response.headers.get("ETag") == '"/f1"'
     assert seen == [f"HEAD {url}"]
 
