@@ -30,6 +30,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if name.startswith("PIXSRC_AUTH_") or name == "PIXSRC_TOKEN_STORE":
             monkeypatch.delenv(name)
     monkeypatch.delenv("NO_COLOR", raising=False)
+    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy"):  # tests choose their own
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
     import keyring.core
 
     keyring.core._keyring_backend = None  # re-read PYTHON_KEYRING_BACKEND for this test
