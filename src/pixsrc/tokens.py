@@ -15,11 +15,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pixsrc.config import atomic_write, state_dir
 from pixsrc.errors import AuthRequired
 from pixsrc.locks import FileLock
+
+if TYPE_CHECKING:
+    from pixsrc.types import AuthSpec
 
 SERVICE = "pixsrc"
 Store = Literal["keyring", "file"]
@@ -209,3 +212,12 @@ def status(source_id: str, kind: str, required: bool = True) -> dict[str, str | 
         detail = "not set (optional)" if not required else f"run: pixsrc auth login {source_id}"
         return {"kind": kind, "status": "missing", "stored_in": None, "detail": detail}
     return {"kind": kind, "status": "ok", "stored_in": credential.stored_in, "detail": None}
+
+
+def describe(source_id: str, auth: AuthSpec) -> dict[str, Any]:
+    """The credential status for `auth status` and `show`: OAuth sources add scopes and expiry."""
+    if auth.kind == "oauth2" and auth.oauth is not None:
+        from pixsrc import oauth
+
+        return oauth.status(source_id, auth.oauth)
+    return status(source_id, auth.kind, auth.required)

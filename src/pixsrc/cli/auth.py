@@ -115,15 +115,12 @@ def login(
 
 
 def _status_row(source: Source) -> dict[str, Any]:
-    from pixsrc import oauth, registry, tokens
+    from pixsrc import registry, tokens
 
     if not registry.is_installed(source.type):
         return {"source": source.id, "kind": None, "status": "unavailable", "stored_in": None,
                 "detail": f"type {source.type!r} is not installed"}
-    auth = registry.get(source.type).auth
-    if auth.kind == "oauth2" and auth.oauth is not None:
-        return {"source": source.id, **oauth.status(source.id, auth.oauth)}
-    return {"source": source.id, **tokens.status(source.id, auth.kind, auth.required)}
+    return {"source": source.id, **tokens.describe(source.id, registry.get(source.type).auth)}
 
 
 @app.command(epilog="Example: pixsrc auth status --json")

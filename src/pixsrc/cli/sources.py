@@ -252,7 +252,7 @@ def register(app: typer.Typer) -> None:
                 stype.validate(source.config, f"sources.{source.id}.config")
             except UsageError as exc:
                 problem = exc.message
-            data["auth"] = tokens.status(source.id, stype.auth.kind, stype.auth.required)
+            data["auth"] = tokens.describe(source.id, stype.auth)
         else:
             problem = f"type {source.type!r} is not installed"
             data["auth"] = None
