@@ -104,10 +104,11 @@ def settings_for(provider: OAuthProvider, providers_table: Mapping[str, Any]) ->
 
 def setup_steps(settings: ProviderSettings, source_id: str) -> str:
     p = settings.provider
-    redirect = (f"http://127.0.0.1:{settings.redirect_port}{p.redirect_path}" if settings.redirect_port
-                else f"http://127.0.0.1{p.redirect_path} (any port: a Desktop-app client)")
-    steps = [f"create an OAuth client at {p.console_url or p.display_name + ' developer console'}",
-             f"register the redirect URI {redirect}",
+    if settings.redirect_port:
+        redirect = f"register the redirect URI http://127.0.0.1:{settings.redirect_port}{p.redirect_path} exactly"
+    else:
+        redirect = "no redirect URI to register (a desktop-app client accepts http://127.0.0.1 on any port)"
+    steps = [f"create an OAuth client at {p.console_url or p.display_name + ' developer console'}", redirect,
              f"put its id in the config: [providers.{p.name}] client_id = \"...\""]
     if p.secret != "none":
         steps.append(f"store its secret: pixsrc auth client {p.name} (or set {settings.secret_env})")
