@@ -357,3 +357,61 @@ def test_remote_rename_moves_the_local_file(tmp_path: Path) -> None:
         assert counts(report, "updated", "downloaded", "deleted") == (1, 0, 0)
         assert server.file_gets() == []
         assert tree(dest) == {"new/renamed.jpg": b"same bytes"}
+
+
+# -- an asset with the same content as another (same_as) ------------------------------------------------
+
+class _TwinsController:
+    """Two listed assets with one content; their checksum is md5 (as Google Drive publishes it)."""
+
+    def __init__(self, data: bytes, twin_md5: str | None = None) -> None:
+        from pixsrc.types import Asset, Checksum
+
+        md5 = hashlib.md5(data).hexdigest()
+        self.data, self.opened = data, []
+        self.assets = [
+            Asset("f1", "photos/x.jpg", "v1", len(data), checksum=Checksum("md5", md5)),
+            Asset("link:f1", "links/x.jpg", "v1", len(data), checksum=Checksum("md5", twin_md5 or md5),
+                  same_as="f1"),
+        ]
+
+    def list_assets(self) -> Iterator[object]:
+        return iter(self.assets)
+
+    def open(self, asset: object, offset: int = 0) -> object:
+        import io
+
+        self.opened.append(asset.id)  # type: ignore[attr-defined]
+        stream = io.BytesIO(self.data[offset:])
+        stream.offset = offset  # type: ignore[attr-defined]
+        return stream
+
+    def close(self) -> None:
+        pass
+
+
+def _sync(controller: _TwinsController, tmp_path: Path) -> object:
+    from pixsrc.state import State
+    from pixsrc.sync import Options, SyncRun
+
+    state = State(tmp_path / "state.db")
+    run_ = SyncRun("twins", controller, state, Options(dest=tmp_path / "out"))  # type: ignore[arg-type]
+    list(run_)
+    state.close()
+    return run_.report
+
+
+def test_same_content_is_copied_not_downloaded_again_when_its_checksum_is_not_sha256(tmp_path: Path) -> None:
+    controller = _TwinsController(b"\xff\xd8 twin bytes")
+    report = _sync(controller, tmp_path)
+    assert controller.opened == ["f1"]  # the second place was copied from the first
+    assert report.downloaded == 2 and report.bytes == len(controller.data)  # type: ignore[attr-defined]
+    assert tree(tmp_path / "out") == {"links/x.jpg": controller.data, "photos/x.jpg": controller.data}
+
+
+def test_a_copy_that_does_not_match_the_published_checksum_is_downloaded(tmp_path: Path) -> None:
+    controller = _TwinsController(b"\xff\xd8 twin bytes", twin_md5="0" * 32)  # the twin claims other bytes
+    report = _sync(controller, tmp_path)
+    assert report.downloaded == 1 and report.failed == 1  # type: ignore[attr-defined]
+    assert "link:f1" in controller.opened  # the copy was refused and a download tried (and failed its check)
+    assert not (tmp_path / "out" / "links" / "x.jpg").exists()

@@ -5,10 +5,10 @@
     │   └── ConfigError            exit 2  the config file cannot be read or is invalid
     ├── AuthRequired               exit 3  not logged in, credential rejected, no keyring
     ├── SourceUnavailable          exit 4  the source could not be listed
-    ├── Busy                       exit 6  another process holds the source's fetch lock
     └── AssetError                 (per asset; recorded in the report, never ends a run)
 
-Exit 5 (partial) and 130 (interrupted) are outcomes of a whole run, not exceptions.
+Exit 5 (partial), 6 (busy: another process holds the source's fetch lock) and 130 (interrupted)
+are outcomes of a run, not exceptions.
 Every message is one line; ``hint`` names the fix ("run: pixsrc auth login x").
 """
 
@@ -50,10 +50,6 @@ class AuthRequired(PixsrcError):
 
 class SourceUnavailable(PixsrcError):
     exit_code = EXIT_UNAVAILABLE
-
-
-class Busy(PixsrcError):
-    exit_code = EXIT_BUSY
 
 
 class AssetError(PixsrcError):

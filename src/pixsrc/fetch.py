@@ -24,7 +24,6 @@ from pixsrc.errors import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     AuthRequired,
-    Busy,
     PixsrcError,
     SourceUnavailable,
     UsageError,
@@ -150,17 +149,15 @@ def fetch_source(source: Source, options: Options, *, wait: bool, providers: dic
                  on_plan: Callable[[int, int], None] | None = None) -> tuple[Report, str | None]:
     """Fetch one source; returns its report and, when it ended early, the one-line reason.
 
-    KeyboardInterrupt is re-raised after the run is recorded, so the caller can stop the others.
+    Ctrl-C ends the run with status "interrupted" (what finished is recorded); the caller stops there.
     """
     report = Report(source.id, dry_run=options.dry_run)
     root = state_dir()
     lock = FileLock(root / "locks" / f"{source.id}.lock")
-    try:
-        if not lock.acquire(blocking=wait):
-            raise Busy(f"another pixsrc is fetching {source.id!r} right now",
-                       hint="wait for it, or pass --wait to queue behind it")
-    except Busy as exc:
-        report.status, report.message = "busy", _describe(exc)
+    if not lock.acquire(blocking=wait):
+        report.status = "busy"
+        report.message = (f"another pixsrc is fetching {source.id!r} right now "
+                          "(wait for it, or pass --wait to queue behind it)")
         return report, report.message
     started = time.time()
     state = State(root / "state.db")
@@ -182,7 +179,7 @@ def fetch_source(source: Source, options: Options, *, wait: bool, providers: dic
             cache.commit()  # the listing completed: cursors and snapshots may move on
     except KeyboardInterrupt:
         report.status = "interrupted"
-        raise
+        reason = report.message = "interrupted; run again to resume"
     except PixsrcError as exc:
         report.status = "invalid"
         if isinstance(exc, AuthRequired):

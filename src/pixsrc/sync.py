@@ -393,10 +393,10 @@ class SyncRun:
         attempt = 0
         mismatches = 0
         received = [0]  # bytes over the wire in this run, failed attempts included
-        written = self._copy_local(asset, job.copy_from, part) if job.copy_from is not None else None
-        while written is None:
+        sha256 = self._copy_local(asset, job.copy_from, part) if job.copy_from is not None else None
+        while sha256 is None:
             try:
-                written = self._stream_into(asset, part, received)
+                sha256 = self._stream_into(asset, part, received)
                 break
             except ChecksumMismatch:
                 mismatches += 1
@@ -415,33 +415,34 @@ class SyncRun:
             part.unlink(missing_ok=True)
             raise AssetError(f"a folder is in the way at {job.path}")
         os.replace(part, target)
-        return self._record_file(asset, job.path, target, written[1], record=False), received[0]
+        return self._record_file(asset, job.path, target, sha256, record=False), received[0]
 
-    def _copy_local(self, asset: Asset, entry: Entry, part: Path) -> tuple[int, str] | None:
-        """Copy the intact local file of ``entry`` into ``part``; None (download instead) if it is not
-        there as pixsrc wrote it, its bytes do not hash to what was recorded, or ``asset`` publishes
-        a size or checksum it does not match."""
+    def _copy_local(self, asset: Asset, entry: Entry, part: Path) -> str | None:
+        """Copy the intact local file of ``entry`` into ``part`` and return its sha256; None (download
+        instead) if it is not there as pixsrc wrote it, its bytes do not hash to what was recorded, or
+        ``asset`` publishes a size or checksum (any algorithm) that the copy does not match."""
         source = self.dest / entry.path
         if asset.size is not None and asset.size != entry.size:
-            return None
-        if asset.checksum is not None and (asset.checksum.algorithm != "sha256"
-                                           or asset.checksum.value.lower() != entry.sha256):
             return None
         if not self._plain_parents(source) or not self._intact(_lstat(source), entry):
             return None
         sha256 = hashlib.sha256()
+        check = new_hasher(asset.checksum.algorithm) if asset.checksum is not None else None
         try:
             with open(source, "rb") as src, open(part, "wb") as out:
                 while chunk := src.read(CHUNK):
                     out.write(chunk)
                     sha256.update(chunk)
+                    if check:
+                        check.update(chunk)
         except OSError:
             part.unlink(missing_ok=True)
             return None
-        if sha256.hexdigest() != entry.sha256:
+        if sha256.hexdigest() != entry.sha256 or (
+                check and asset.checksum and check.hexdigest() != asset.checksum.value.lower()):
             part.unlink(missing_ok=True)
             return None
-        return 0, entry.sha256
+        return entry.sha256
 
     def _record_file(self, asset: Asset, path: str, target: Path, sha256: str | None = None,
                      record: bool = True) -> Entry:
@@ -455,8 +456,8 @@ class SyncRun:
             self.state.record(self.source_id, [entry])
         return entry
 
-    def _stream_into(self, asset: Asset, part: Path, counter: list[int] | None = None) -> tuple[int, str]:
-        """Download (or resume) into ``part``; verify; return (bytes received now, sha256).
+    def _stream_into(self, asset: Asset, part: Path, counter: list[int] | None = None) -> str:
+        """Download (or resume) into ``part``; verify; return its sha256.
 
         ``counter[0]`` is increased as bytes arrive, so an attempt that fails half-way still counts.
         """
@@ -464,7 +465,6 @@ class SyncRun:
         if asset.size is not None and offset > asset.size:
             offset = 0
         stream = self.controller.open(asset, offset)
-        received = 0
         try:
             sha256 = hashlib.sha256()
             check = None
@@ -484,7 +484,6 @@ class SyncRun:
                     sha256.update(chunk)
                     if check:
                         check.update(chunk)
-                    received += len(chunk)
                     if counter is not None:
                         counter[0] += len(chunk)
                     if self.on_bytes:
@@ -503,7 +502,7 @@ class SyncRun:
                 part.unlink(missing_ok=True)
                 raise ChecksumMismatch(f"{asset.checksum.algorithm} mismatch: got {actual}, the source said "
                                  f"{asset.checksum.value}", retryable=True)
-        return received, sha256.hexdigest()
+        return sha256.hexdigest()
 
 
 class ChecksumMismatch(AssetError):
@@ -517,7 +516,5 @@ def _network_error(exc: OSError) -> bool:
 def _lstat(path: Path) -> os.stat_result | None:
     try:
         return path.lstat()
-    except FileNotFoundError:
-        return None
-    except NotADirectoryError:
+    except (FileNotFoundError, NotADirectoryError):
         return None

@@ -231,12 +231,9 @@ def assert_final_files_intact(dest: Path, files: dict[str, bytes]) -> list[str]:
     return sorted(finals)
 
 
-def test_ctrl_c_mid_fetch_then_resume(slow_gallery: SlowGallery, config_file: Path, tmp_path: Path) -> None:
-    added = run(
-        "add", "remote-gallery", "--name", "Slow", "--set", f"url={slow_gallery.url}", "--set", "index=json"
-    )
-    assert added.exit_code == 0, added.stderr
-    dest = tmp_path / "out"
+def signal_after_first_file(dest: Path, signum: int) -> tuple[int, str]:
+    """Run `pixsrc fetch slow` as a subprocess, send ``signum`` once the first file has landed,
+    and return (exit code, stderr)."""
     proc = subprocess.Popen(
         [*pixsrc_exe(), "fetch", "slow", "--dest", str(dest), "--jobs", "2"],
         stdin=subprocess.DEVNULL,
@@ -245,17 +242,25 @@ def test_ctrl_c_mid_fetch_then_resume(slow_gallery: SlowGallery, config_file: Pa
         text=True,
     )
     try:
-        poll(
-            lambda: proc.poll() is not None or (dest / "a-first.png").exists(), what="the first file to land"
-        )
+        poll(lambda: proc.poll() is not None or (dest / "a-first.png").exists(), what="the first file to land")
         assert proc.poll() is None, proc.communicate()
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 130, err
+    return proc.returncode, err
+
+
+def test_ctrl_c_mid_fetch_then_resume(slow_gallery: SlowGallery, config_file: Path, tmp_path: Path) -> None:
+    added = run(
+        "add", "remote-gallery", "--name", "Slow", "--set", f"url={slow_gallery.url}", "--set", "index=json"
+    )
+    assert added.exit_code == 0, added.stderr
+    dest = tmp_path / "out"
+    returncode, err = signal_after_first_file(dest, signal.SIGINT)
+    assert returncode == 130, err
     assert "interrupted" in err
     assert "Traceback" not in err
     finals = assert_final_files_intact(dest, slow_gallery.files)
@@ -280,24 +285,8 @@ def test_ctrl_c_mid_fetch_then_resume(slow_gallery: SlowGallery, config_file: Pa
 def test_sigterm_is_treated_like_ctrl_c(slow_gallery: SlowGallery, config_file: Path, tmp_path: Path) -> None:
     assert run("add", "remote-gallery", "--name", "Slow", "--set", f"url={slow_gallery.url}").exit_code == 0
     dest = tmp_path / "out"
-    proc = subprocess.Popen(
-        [*pixsrc_exe(), "fetch", "slow", "--dest", str(dest), "--jobs", "2"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        poll(
-            lambda: proc.poll() is not None or (dest / "a-first.png").exists(), what="the first file to land"
-        )
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 130, err
+    returncode, err = signal_after_first_file(dest, signal.SIGTERM)
+    assert returncode == 130, err
     assert "a-first.png" in assert_final_files_intact(dest, slow_gallery.files)
     slow_gallery.slow = False
     again = run_subprocess("fetch", "slow", "--dest", str(dest), timeout=120)

@@ -133,3 +133,15 @@ def test_remove_asks_on_a_terminal(config_file: Path) -> None:
     rest = finish(child)
     assert child.exitstatus == 0, rest
     assert tomllib.loads(config_file.read_text()).get("sources", {}) == {}
+
+
+def test_dry_run_on_a_terminal_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.png").write_bytes(b"\x89PNG a")
+    child = spawn("add", "local-fs", "--name", "Loc", "--set", f"path={src}", "--no-input")
+    finish(child)
+    child = spawn("fetch", "loc", "--dest", str(tmp_path / "out"), "--dry-run")
+    output = finish(child)
+    assert "would fetch: a.png" in output  # with a progress display on the terminal too
+    assert not (tmp_path / "out").exists()

@@ -298,6 +298,21 @@ class FakeServer:
         return text_response(404, "Not Found")
 
 
+class OneServerFake:
+    """For a provider fake served by one ``FakeServer`` (its ``server``): the test-facing shortcuts."""
+
+    server: FakeServer
+
+    violations = property(lambda self: self.server.violations)
+    requests = property(lambda self: self.server.requests)
+
+    def fail_next(self, *args: Any, **kwargs: Any) -> None:
+        self.server.fail_next(*args, **kwargs)
+
+    def truncate_next(self, **kwargs: Any) -> None:
+        self.server.truncate_next(**kwargs)
+
+
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeServer
     protocol_version = "HTTP/1.1"  # keep-alive

@@ -38,6 +38,7 @@ from .base import (
     FakeServer,
     Grant,
     OAuthServer,
+    OneServerFake,
     Request,
     Response,
     SpecValidator,
@@ -398,7 +399,7 @@ class GoogleOAuth(OAuthServer):
         )
 
 
-class DriveFake:
+class DriveFake(OneServerFake):
     """Fake Drive v3. Attributes: ``server`` (FakeServer), ``oauth`` (GoogleOAuth), ``files`` (id ->
     DriveFile), ``drives`` (shared drive id -> name), ``export_limit``, ``violations``, ``requests``."""
 
@@ -457,15 +458,6 @@ class DriveFake:
     authorize_url = property(lambda self: self.base_url + "/o/oauth2/v2/auth")
     token_url = property(lambda self: self.base_url + "/token")
     revoke_url = property(lambda self: self.base_url + "/revoke")
-    violations = property(lambda self: self.server.violations)
-    requests = property(lambda self: self.server.requests)
-
-    def fail_next(self, *args: Any, **kwargs: Any) -> None:
-        self.server.fail_next(*args, **kwargs)
-
-    def truncate_next(self, **kwargs: Any) -> None:
-        self.server.truncate_next(**kwargs)
-
     def fail_next_error(
         self,
         status: int,

@@ -31,6 +31,7 @@ from .base import (
     FakeServer,
     Grant,
     OAuthServer,
+    OneServerFake,
     Request,
     Response,
     SpecValidator,
@@ -133,7 +134,7 @@ class PinterestOAuth(OAuthServer):
         return pinterest_error(401, "Authentication failed.", code=2)  # 401 example in the spec
 
 
-class PinterestFake:
+class PinterestFake(OneServerFake):
     """Attributes: ``server`` (FakeServer), ``oauth`` (PinterestOAuth), ``boards`` (id -> Board),
     ``pins`` (list of Pin, newest first as Pinterest lists them), ``media`` (url path -> bytes),
     ``violations``, ``requests``, ``username``."""
@@ -181,15 +182,6 @@ class PinterestFake:
     authorize_url = property(lambda self: self.server.base_url + "/oauth/")
     token_url = property(lambda self: self.server.base_url + "/v5/oauth/token")
     revoke_url = property(lambda self: self.server.base_url + "/v5/oauth/token/revoke")
-    violations = property(lambda self: self.server.violations)
-    requests = property(lambda self: self.server.requests)
-
-    def fail_next(self, *args: Any, **kwargs: Any) -> None:
-        self.server.fail_next(*args, **kwargs)
-
-    def truncate_next(self, **kwargs: Any) -> None:
-        self.server.truncate_next(**kwargs)
-
     def fail_next_error(
         self,
         status: int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -93,25 +94,22 @@ def _fetch(cfg: Config, sources: list[Source], dest: str | None, dry_run: bool, 
     several = len(sources) > 1
     show_progress = sys.stderr.isatty() and not quiet
     reports = []
-    interrupted = False
+    print_plan = dry_run and not json_out
     for source in sources:
         options = Options(dest=destination(cfg, source, dest, several), jobs=jobs, include=include,
                           exclude=exclude, dry_run=dry_run, prune=prune, force=force)
         progress = _Progress(source.id) if show_progress else None
-        try:
-            if progress:
-                with progress:
-                    report, reason = fetch_source(source, options, wait=wait, providers=cfg.providers(),
-                                                  on_outcome=progress.outcome,
-                                                  on_bytes=progress.advance_bytes, on_plan=progress.plan)
-            else:
-                report, reason = fetch_source(source, options, wait=wait, providers=cfg.providers(),
-                                              on_outcome=_print_dry_run if dry_run and not json_out else _ignore)
-        except KeyboardInterrupt:
-            interrupted = True
-            from pixsrc.sync import Report
 
-            report, reason = Report(source.id, status="interrupted"), "interrupted; run again to resume"
+        def on_outcome(outcome: Outcome, progress: _Progress | None = progress) -> None:
+            if print_plan:
+                _print_dry_run(outcome)
+            if progress:
+                progress.outcome(outcome)
+
+        with progress or nullcontext():
+            report, reason = fetch_source(source, options, wait=wait, providers=cfg.providers(),
+                                          on_outcome=on_outcome, on_bytes=progress.advance_bytes if progress else None,
+                                          on_plan=progress.plan if progress else None)
         reports.append(report)
         if reason:
             say(f"error: {source.id}: {reason}")
@@ -122,17 +120,13 @@ def _fetch(cfg: Config, sources: list[Source], dest: str | None, dry_run: bool, 
                 say(f"  {error['path']}: {error['error']}")
             if len(report.errors) > 20:
                 say(f"  ... and {len(report.errors) - 20} more (see --json)")
-        if interrupted:
+        if report.status == "interrupted":
             break
     if json_out:
         print_json({"schema": 1, "sources": [r.as_json() for r in reports]})
     code = exit_code(reports)
     if code:
         raise typer.Exit(code)
-
-
-def _ignore(outcome: Outcome) -> None:
-    pass
 
 
 def _print_dry_run(outcome: Outcome) -> None:
