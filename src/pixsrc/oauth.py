@@ -24,7 +24,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, TextIO
@@ -304,11 +304,31 @@ class _CallbackHandler(BaseHTTPRequestHandler):
         self.server.answers.put(result)
 
 
+def _lines(stdin: TextIO, stop: threading.Event) -> Iterator[str]:
+    """Lines typed or piped in, until ``stop``. On POSIX the wait is a select() with a short timeout, so
+    after the browser wins this thread does not sit in readline() and swallow the wizard's next answer."""
+    import select
+
+    try:
+        fd = stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = -1
+    while not stop.is_set():
+        ready = fd < 0 or os.name == "nt" or bool(select.select([fd], [], [], 0.2)[0])
+        if stop.is_set():  # input that arrives now is the next prompt's, not ours
+            return
+        if not ready:
+            continue
+        line = stdin.readline()
+        if not line:
+            return
+        if not stop.is_set():
+            yield line
+
+
 def _read_pasted(stdin: TextIO, state: str, issuer: str | None, answers: queue.Queue[_Answer],
                  stop: threading.Event) -> None:
-    for line in stdin:
-        if stop.is_set():
-            return
+    for line in _lines(stdin, stop):
         text = line.strip()
         if not text:
             continue

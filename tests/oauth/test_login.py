@@ -362,3 +362,15 @@ def test_two_processes_refreshing_a_rotating_token_both_succeed(tmp_path: Path, 
     # the stored refresh token is the live one: a third refresh with it still works
     assert server.token({"grant_type": "refresh_token", "refresh_token": str(newest["refresh_token"])},
                         basic=(server.confidential_client, server.confidential_secret)).status == 200
+
+
+def test_after_the_browser_answers_terminal_input_is_left_for_the_next_prompt(server: OidcServer) -> None:
+    read_end, write_end = os.pipe()
+    stdin = os.fdopen(read_end, "r")
+    run = LoginRun(settings(server), timeout=10, stdin=stdin)
+    run.get(f"{run.callback}?error=access_denied&state={run.params['state']}")
+    with pytest.raises(AuthRequired):
+        run.result.result(10)
+    with os.fdopen(write_end, "w") as terminal:  # the wizard's next question: "Name for this source"
+        terminal.write("My Drive\n")
+    assert stdin.readline() == "My Drive\n"
