@@ -59,26 +59,32 @@ def _origin(ep: EntryPoint) -> str:
     return f"plugin {dist.name} {dist.version}" if dist is not None else f"plugin {ep.value}"
 
 
+class TypeLoadError(UsageError):
+    """A type's module failed to import; ``reason`` is the short cause for `pixsrc types`."""
+
+    def __init__(self, type_id: str, origin: str, reason: str) -> None:
+        super().__init__(f"source type {type_id!r} ({origin}) {reason}",
+                         hint="reinstall or remove that plugin; `pixsrc types` lists plugin problems")
+        self.reason = reason
+
+
 @cache
 def _load(type_id: str) -> SourceType:
     from pixsrc.types import SourceType
 
-    if type_id in BUILTINS:
-        module, _, attr = BUILTINS[type_id].partition(":")
-        obj = getattr(importlib.import_module(module), attr)
-    else:
-        ep = _plugin_entry_points()[type_id]
-        try:
-            obj = ep.load()
-        except Exception as exc:  # a broken plugin must not take pixsrc down
-            raise UsageError(
-                f"source type {type_id!r} ({_origin(ep)}) failed to load: {type(exc).__name__}: {exc}",
-                hint="reinstall or remove that plugin; `pixsrc types` lists plugin problems",
-            ) from None
+    origin = "built-in" if type_id in BUILTINS else _origin(_plugin_entry_points()[type_id])
+    try:
+        if type_id in BUILTINS:
+            module, _, attr = BUILTINS[type_id].partition(":")
+            obj = getattr(importlib.import_module(module), attr)
+        else:
+            obj = _plugin_entry_points()[type_id].load()
+    except Exception as exc:  # a broken plugin (or a bug in a built-in) must not take pixsrc down
+        raise TypeLoadError(type_id, origin, f"failed to load: {type(exc).__name__}: {exc}") from None
     if not isinstance(obj, SourceType):
-        raise UsageError(f"source type {type_id!r} does not point to a pixsrc.types.SourceType object")
+        raise TypeLoadError(type_id, origin, "does not point to a pixsrc.types.SourceType object")
     if obj.id != type_id:
-        raise UsageError(f"source type registered as {type_id!r} declares the id {obj.id!r}")
+        raise TypeLoadError(type_id, origin, f"declares the id {obj.id!r}")
     return obj
 
 
@@ -90,23 +96,19 @@ def get(type_id: str) -> SourceType:
 
 
 def load_all() -> tuple[list[SourceType], list[PluginProblem]]:
+    """Every type that loads, and a problem for each that does not (`pixsrc types` shows both)."""
     types: list[SourceType] = []
     problems: list[PluginProblem] = []
-    for type_id in sorted(BUILTINS):
+    plugins = _plugin_entry_points()
+    for type_id in sorted(set(BUILTINS) | set(plugins)):
+        origin = "built-in" if type_id in BUILTINS else _origin(plugins[type_id])
+        if type_id in BUILTINS and type_id in plugins:
+            hijacker = _origin(plugins[type_id])
+            problems.append(PluginProblem(type_id, hijacker, "tries to replace a built-in type; ignored"))
         try:
             types.append(_load(type_id))
-        except Exception as exc:  # a bug, but `pixsrc types` must still show the rest
-            problems.append(PluginProblem(type_id, "built-in", f"failed to load: {type(exc).__name__}: {exc}"))
-    for type_id, ep in sorted(_plugin_entry_points().items()):
-        if type_id in BUILTINS:
-            problems.append(
-                PluginProblem(type_id, _origin(ep), "tries to replace a built-in type; ignored")
-            )
-            continue
-        try:
-            types.append(_load(type_id))
-        except UsageError as exc:
-            problems.append(PluginProblem(type_id, _origin(ep), exc.message))
+        except TypeLoadError as exc:
+            problems.append(PluginProblem(type_id, origin, exc.reason))
     return types, problems
 
 

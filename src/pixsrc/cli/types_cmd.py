@@ -42,4 +42,4 @@ def register(app: typer.Typer) -> None:
             print_table(["TYPE", "NAME", "CATEGORY", "AUTH", "DESCRIPTION"],
                         [[t.id, t.name, t.category, t.auth.kind, t.description] for t in types])
         for problem in problems:
-            say(f"warning: plugin type {problem.type_id!r} ({problem.origin}): {problem.error}")
+            say(f"warning: type {problem.type_id!r} ({problem.origin}) {problem.error}")
