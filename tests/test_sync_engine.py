@@ -362,13 +362,16 @@ def test_remote_rename_moves_the_local_file(tmp_path: Path) -> None:
 # -- an asset with the same content as another (same_as) ------------------------------------------------
 
 class _TwinsController:
-    """Two listed assets with one content; their checksum is md5 (as Google Drive publishes it)."""
+    """Two listed assets with one content; their checksum is md5 (as Google Drive publishes it).
+    Their bytes come from a local file (a local-copy Transfer), so the engine runs for real."""
 
-    def __init__(self, data: bytes, twin_md5: str | None = None) -> None:
+    def __init__(self, data: bytes, folder: Path, twin_md5: str | None = None) -> None:
         from pixsrc.types import Asset, Checksum
 
         md5 = hashlib.md5(data).hexdigest()
         self.data, self.opened = data, []
+        self.file = folder / "content.bin"
+        self.file.write_bytes(data)
         self.assets = [
             Asset("f1", "photos/x.jpg", "v1", len(data), checksum=Checksum("md5", md5)),
             Asset("link:f1", "links/x.jpg", "v1", len(data), checksum=Checksum("md5", twin_md5 or md5),
@@ -378,13 +381,11 @@ class _TwinsController:
     def list_assets(self) -> Iterator[object]:
         return iter(self.assets)
 
-    def open(self, asset: object, offset: int = 0) -> object:
-        import io
+    def transfer(self, asset: object) -> object:
+        from pixsrc.types import Transfer
 
         self.opened.append(asset.id)  # type: ignore[attr-defined]
-        stream = io.BytesIO(self.data[offset:])
-        stream.offset = offset  # type: ignore[attr-defined]
-        return stream
+        return Transfer(local_path=str(self.file))
 
     def close(self) -> None:
         pass
@@ -402,7 +403,7 @@ def _sync(controller: _TwinsController, tmp_path: Path) -> object:
 
 
 def test_same_content_is_copied_not_downloaded_again_when_its_checksum_is_not_sha256(tmp_path: Path) -> None:
-    controller = _TwinsController(b"\xff\xd8 twin bytes")
+    controller = _TwinsController(b"\xff\xd8 twin bytes", tmp_path)
     report = _sync(controller, tmp_path)
     assert controller.opened == ["f1"]  # the second place was copied from the first
     assert report.downloaded == 2 and report.bytes == len(controller.data)  # type: ignore[attr-defined]
@@ -410,7 +411,7 @@ def test_same_content_is_copied_not_downloaded_again_when_its_checksum_is_not_sh
 
 
 def test_a_copy_that_does_not_match_the_published_checksum_is_downloaded(tmp_path: Path) -> None:
-    controller = _TwinsController(b"\xff\xd8 twin bytes", twin_md5="0" * 32)  # the twin claims other bytes
+    controller = _TwinsController(b"\xff\xd8 twin bytes", tmp_path, twin_md5="0" * 32)  # the twin claims other bytes
     report = _sync(controller, tmp_path)
     assert report.downloaded == 1 and report.failed == 1  # type: ignore[attr-defined]
     assert "link:f1" in controller.opened  # the copy was refused and a download tried (and failed its check)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -95,7 +96,8 @@ def _warn(source_id: str) -> Callable[[str], None]:
 
 
 def open_controller(source: Source, jobs: int, providers: dict[str, Any] | None = None,
-                    cache: SourceCache | None = None) -> Controller:
+                    cache: SourceCache | None = None,
+                    cancel: threading.Event | None = None) -> tuple[Controller, SourceContext]:
     stype = source_type(source)
     model = stype.validate(source.config, f"sources.{source.id}.config")
     auth = settings = None
@@ -126,15 +128,16 @@ def open_controller(source: Source, jobs: int, providers: dict[str, Any] | None 
 
     context = SourceContext(source.id, source.name, model, jobs=jobs, get_secret=get_secret,
                             user_agent=f"pixsrc/{__version__}", auth=auth, provider=settings,
-                            cache=cache or MemoryCache(), warn=_warn(source.id))
-    return stype.factory(context)
+                            cache=cache or MemoryCache(), warn=_warn(source.id),
+                            cancel=cancel or threading.Event())
+    return stype.factory(context), context
 
 
 def list_assets(source: Source, include: list[str], exclude: list[str],
                 providers: dict[str, Any] | None = None) -> Iterator[Asset]:
     from pixsrc.paths import selected
 
-    controller = open_controller(source, jobs=8, providers=providers)
+    controller, _ = open_controller(source, jobs=8, providers=providers)
     try:
         for asset in controller.list_assets():
             if selected(asset.path, include, exclude):
@@ -164,9 +167,12 @@ def fetch_source(source: Source, options: Options, *, wait: bool, providers: dic
     reason: str | None = None
     try:
         cache = state.cache(source.id)
-        controller = open_controller(source, options.jobs, providers, cache)
+        cancel = threading.Event()
+        controller, context = open_controller(source, options.jobs, providers, cache, cancel)
         try:
-            run = SyncRun(source.id, controller, state, options, on_bytes=on_bytes, on_plan=on_plan)
+            limit = context.provider.rate_limit() if context.provider is not None else None
+            run = SyncRun(source.id, controller, state, options, on_bytes=on_bytes, on_plan=on_plan,
+                          cancel=cancel, limit=limit, user_agent=context.user_agent)
             try:
                 for outcome in run:
                     on_outcome(outcome)

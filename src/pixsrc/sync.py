@@ -1,44 +1,41 @@
-"""The sync engine, shared by every source type.
+"""The sync engine, shared by every source type: list, plan, transfer, install, record.
 
-It lists through the controller, compares with the manifest, downloads with a bounded pool of
-threads into hidden ``*.part`` files next to their final names, verifies size and checksum,
-renames into place and records each finished asset. It yields one ``Outcome`` per asset.
+- *plan* (``plan.py``, pure): the listing and the manifest in, one action per asset out;
+  ``--dry-run`` stops there.
+- *transfer* (``transfer.py``): one libcurl multi loop moves the bytes of every Fetch into its
+  ``.part`` file, hashing on the way.
+- *safe tree* (``tree.py``): folders below dest, symlink guards, ``.part`` -> final name.
+- *record*: finished assets go to the manifest in batches (every 256 or every second), and
+  whatever finished is recorded when the run is interrupted.
 
-Decisions per listed asset (``entry`` = the manifest row, ``file`` = what is on disk now):
-    no entry, no file                 -> download ("downloaded")
-    no entry, file present            -> adopt it if the source's checksum matches, else conflict
-    entry, file missing               -> download again ("downloaded", a restore)
-    entry, file changed by the user   -> conflict; replaced only with --force
-    entry, other version              -> download ("updated")
-    entry, same version, other path   -> rename the local file (a remote rename)
-    entry, same version, intact       -> "unchanged"
-Assets in the manifest that the source no longer lists are reported as "deleted"; with
-``prune`` the local file is removed if it is still the one pixsrc wrote.
+A run yields one ``Outcome`` per asset, so the CLI can draw progress and tests can collect them.
+The run owns its cancel event: Ctrl-C or SIGTERM sets it, the loop stops adding transfers,
+aborts those in flight (their ``.part`` files stay for the next run) and the run raises
+KeyboardInterrupt once what finished is recorded.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import stat
+import contextlib
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pixsrc.errors import AssetError, AuthRequired, PixsrcError, SourceUnavailable, UsageError
-from pixsrc.http import Cancelled, HttpError, backoff_delay, cancelled
-from pixsrc.http import wait as interruptible_wait
+from pixsrc.errors import AssetError, PixsrcError, SourceUnavailable
 from pixsrc.paths import assign_paths, sanitize_path, selected
+from pixsrc.plan import Adopt, Fetch, Gone, Rename, Settled, conditional_headers, decide, learned_version
 from pixsrc.state import Entry, State
-from pixsrc.types import Asset, Controller, new_hasher
+from pixsrc.tree import SafeTree, intact, lstat
+from pixsrc.types import Asset, Controller, Transfer
 
-CHUNK = 256 * 1024
 Action = Literal["downloaded", "updated", "unchanged", "renamed", "skipped", "conflict", "failed",
                  "deleted", "pruned"]
+RECORD_BATCH = 256
 
 
 @dataclass
@@ -50,7 +47,8 @@ class Options:
     dry_run: bool = False
     prune: bool = False
     force: bool = False
-    retries: int = 4
+    retries: int | None = None
+    """Attempts per asset after the first (default: the retry policy's)."""
 
 
 @dataclass(frozen=True)
@@ -99,38 +97,47 @@ class Report:
         return data
 
 
-@dataclass(frozen=True)
-class _Job:
-    asset: Asset
-    path: str
-    action: Literal["downloaded", "updated"]
-    replaces: Entry | None = None  # the previous file at another path, removed once this one lands
-    copy_from: Entry | None = None  # asset.same_as's file, copied instead of downloaded if intact
+@dataclass
+class _Pending:
+    """A Fetch on its way: where it lands, what it is checked against, how often it was retried."""
+
+    fetch: Fetch
+    target: Path
+    part: Path
+    copy_of: Entry | None = None  # asset.same_as's file, copied instead of downloaded
+    mismatches: int = 0
 
 
-def _hash_file(path: Path, algorithm: str) -> str:
-    digest = new_hasher(algorithm)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+class _Recorder:
+    """Manifest writes in batches: one SQLite transaction per 256 assets or per second."""
 
+    def __init__(self, state: State, source_id: str) -> None:
+        self.state, self.source_id = state, source_id
+        self.entries: list[Entry] = []
+        self.last = time.monotonic()
 
-def _part_prefix(asset: Asset) -> str:
-    return ".pixsrc-" + hashlib.sha1(asset.id.encode()).hexdigest()[:12]
+    def add(self, entry: Entry) -> None:
+        self.entries.append(entry)
+        if len(self.entries) >= RECORD_BATCH or time.monotonic() - self.last > 1.0:
+            self.flush()
 
-
-def _part_name(asset: Asset) -> str:
-    """Hidden, per asset and version: a resumed download never mixes two versions' bytes."""
-    return f"{_part_prefix(asset)}-{hashlib.sha1(asset.version.encode()).hexdigest()[:8]}.part"
+    def flush(self) -> None:
+        self.state.record(self.source_id, self.entries)
+        self.entries, self.last = [], time.monotonic()
 
 
 class SyncRun:
-    """One source's fetch. Iterate it to run; ``report`` holds the counts afterwards."""
+    """One source's fetch. Iterate it to run; ``report`` holds the counts afterwards.
+
+    ``limit`` (a ``pixsrc.api.RateLimit``) and ``policy`` (a ``RetryPolicy``) gate the transfer
+    loop as they gate the source's API calls.
+    """
 
     def __init__(self, source_id: str, controller: Controller, state: State, options: Options,
                  on_bytes: Callable[[int], None] | None = None,
-                 on_plan: Callable[[int, int], None] | None = None) -> None:
+                 on_plan: Callable[[int, int], None] | None = None, *,
+                 cancel: threading.Event | None = None, limit: Any = None, policy: Any = None,
+                 user_agent: str | None = None) -> None:
         self.source_id = source_id
         self.controller = controller
         self.state = state
@@ -138,19 +145,12 @@ class SyncRun:
         self.dest = options.dest
         self.on_bytes = on_bytes
         self.on_plan = on_plan
+        self.cancel = cancel or threading.Event()
+        self.limit = limit
+        self.policy = policy
+        self.user_agent = user_agent
         self.report = Report(source_id, dry_run=options.dry_run)
-        self._safe_dirs: set[Path] = set()
-        self._dir_lock = threading.Lock()
-
-    # -- listing and planning ---------------------------------------------------------------
-
-    def _list(self) -> list[Asset]:
-        try:
-            return list(self.controller.list_assets())
-        except PixsrcError:
-            raise
-        except (HttpError, OSError) as exc:
-            raise SourceUnavailable(f"{self.source_id}: listing failed: {exc}") from None
+        self.tree = SafeTree(options.dest)
 
     def __iter__(self) -> Iterator[Outcome]:
         started = time.monotonic()
@@ -158,6 +158,20 @@ class SyncRun:
             yield from self._run()
         finally:
             self.report.seconds = time.monotonic() - started
+
+    # -- listing and planning ---------------------------------------------------------------
+
+    def _list(self) -> list[Asset]:
+        from pixsrc.api import ApiError, Cancelled
+
+        try:
+            return list(self.controller.list_assets())
+        except PixsrcError:
+            raise
+        except Cancelled:
+            raise KeyboardInterrupt from None
+        except (ApiError, OSError) as exc:
+            raise SourceUnavailable(f"{self.source_id}: listing failed: {exc}") from None
 
     def _run(self) -> Iterator[Outcome]:
         listing = self._list()
@@ -170,351 +184,264 @@ class SyncRun:
         manifest = self.state.manifest(self.source_id)
         paths = assign_paths(((a.id, sanitize_path(a.path)) for a in wanted),
                              {k: e.path for k, e in manifest.items()})
-        jobs: list[_Job] = []
+        fetches: list[Fetch] = []
         for asset in wanted:
-            outcome, job = self._decide(asset, paths[asset.id], manifest.get(asset.id))
-            if outcome is not None:
-                yield self._emit(outcome)
-            if job is not None:
-                jobs.append(job)
+            action = decide(asset, paths[asset.id], manifest.get(asset.id), self.dest, self.options.force,
+                            self.tree.plain_parents)
+            if isinstance(action, Fetch):
+                fetches.append(action)
+            elif isinstance(action, Settled):
+                yield self._emit(Outcome(asset.id, action.path, action.action, error=action.error))
+            elif isinstance(action, Rename):
+                yield self._emit(self._rename(action))
+            else:
+                yield self._emit(self._adopt(action))
         for asset_id, entry in manifest.items():
             if asset_id not in listed_ids:
-                yield self._emit(self._remote_deleted(asset_id, entry))
+                yield self._emit(self._gone(Gone(asset_id, entry)))
         if self.on_plan:
-            self.on_plan(len(jobs), sum(j.asset.size or 0 for j in jobs))
+            self.on_plan(len(fetches), sum(f.asset.size or 0 for f in fetches))
         if self.options.dry_run:
-            for job in jobs:
-                yield self._emit(Outcome(job.asset.id, job.path, job.action, job.asset.size or 0))
+            for item in fetches:
+                action_name: Action = "unchanged" if item.check is not None else item.action
+                yield self._emit(Outcome(item.asset.id, item.path, action_name, item.asset.size or 0))
             return
         # assets with the content of another listed asset (same_as) go after the others, then copy
         # that asset's file if it is intact; otherwise they are downloaded like any other
-        first: list[_Job] = []
-        later: list[_Job] = []
-        for job in jobs:
-            (later if job.asset.same_as is not None and job.asset.same_as in unique else first).append(job)
-        yield from self._download_all(first)
+        first = [f for f in fetches if not (f.asset.same_as and f.asset.same_as in unique)]
+        later = [f for f in fetches if f.asset.same_as and f.asset.same_as in unique]
+        yield from self._transfer_all(first, {})
         if later:
-            done = self.state.manifest(self.source_id)
-            yield from self._download_all([
-                _Job(j.asset, j.path, j.action, j.replaces, done.get(j.asset.same_as or "")) for j in later])
-
-    def _make_dest(self) -> None:
-        try:
-            self.dest.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot use {self.dest} as the destination: {exc.strerror}",
-                             hint="pass another --dest, or fix the source's dest") from None
+            yield from self._transfer_all(later, self.state.manifest(self.source_id))
 
     def _emit(self, outcome: Outcome) -> Outcome:
         self.report.count(outcome)
         return outcome
 
-    def _intact(self, st: os.stat_result | None, entry: Entry) -> bool:
-        return (st is not None and stat.S_ISREG(st.st_mode) and st.st_size == entry.size
-                and st.st_mtime_ns == entry.mtime_ns)
-
-    def _decide(self, asset: Asset, path: str, entry: Entry | None) -> tuple[Outcome | None, _Job | None]:
-        target = self.dest / path
-        st = _lstat(target)
-        force = self.options.force
-        if entry is None:
-            if st is None or force:
-                return None, _Job(asset, path, "downloaded")
-            if self._adoptable(asset, target, st):
-                return Outcome(asset.id, path, "unchanged"), None
-            return Outcome(asset.id, path, "conflict",
-                           error="a file pixsrc did not write is in the way; use --force to replace it"), None
-        if entry.path != path:
-            old = self.dest / entry.path
-            if (entry.version == asset.version and st is None and self._plain_parents(old)
-                    and self._intact(_lstat(old), entry)):
-                return self._rename(asset, old, path, entry), None
-            return None, _Job(asset, path, "updated", replaces=entry)
-        if st is None:
-            return None, _Job(asset, path, "downloaded")
-        if not self._intact(st, entry) and not force:
-            return Outcome(asset.id, path, "conflict",
-                           error="changed locally since pixsrc wrote it; use --force to replace it"), None
-        if entry.version != asset.version or force and not self._intact(st, entry):
-            return None, _Job(asset, path, "updated")
-        return Outcome(asset.id, path, "unchanged"), None
-
-    def _adoptable(self, asset: Asset, target: Path, st: os.stat_result) -> bool:
+    def _adopt(self, action: Adopt) -> Outcome:
         """A file already there with the exact published checksum is recorded, not re-downloaded."""
-        if asset.checksum is None or not stat.S_ISREG(st.st_mode) or (asset.size not in (None, st.st_size)):
-            return False
-        try:
-            if _hash_file(target, asset.checksum.algorithm) != asset.checksum.value.lower():
-                return False
-            if not self.options.dry_run:
-                self._record_file(asset, target.relative_to(self.dest).as_posix(), target)
-            return True
-        except (OSError, ValueError):
-            return False
+        from pixsrc.transfer import hash_file
 
-    def _rename(self, asset: Asset, old: Path, path: str, entry: Entry) -> Outcome:
+        asset, target = action.asset, self.dest / action.path
+        st = lstat(target)
+        if (asset.checksum is not None and st is not None and st.st_mode & 0o170000 == 0o100000
+                and asset.size in (None, st.st_size)):
+            try:
+                if hash_file(target, asset.checksum.algorithm) == asset.checksum.value.lower():
+                    if not self.options.dry_run:
+                        self.state.record(self.source_id, [self._entry(asset, action.path, target, None)])
+                    return Outcome(asset.id, action.path, "unchanged")
+            except (OSError, ValueError):
+                pass
+        return Outcome(asset.id, action.path, "conflict",
+                       error="a file pixsrc did not write is in the way; use --force to replace it")
+
+    def _rename(self, action: Rename) -> Outcome:
+        entry = action.entry
         if not self.options.dry_run:
-            target = self.dest / path
-            self._make_dest()
-            self._safe_parent(target)
-            os.replace(old, target)
-            self.state.record(self.source_id, [Entry(asset.id, entry.version, path, entry.size, entry.mtime_ns,
-                                                     entry.sha256, time.time())])
-        return Outcome(asset.id, path, "renamed")
+            target = self.dest / action.path
+            try:
+                self.tree.safe_parent(target)
+                (self.dest / entry.path).replace(target)
+            except (AssetError, OSError) as exc:
+                return Outcome(action.asset.id, action.path, "failed", error=str(exc))
+            self.state.record(self.source_id, [Entry(action.asset.id, entry.version, action.path, entry.size,
+                                                     entry.mtime_ns, entry.sha256, time.time())])
+        return Outcome(action.asset.id, action.path, "renamed")
 
-    def _remote_deleted(self, asset_id: str, entry: Entry) -> Outcome:
+    def _gone(self, gone: Gone) -> Outcome:
+        asset_id, entry = gone.asset_id, gone.entry
         if not self.options.prune:
             return Outcome(asset_id, entry.path, "deleted", error="deleted at the source; --prune removes it")
         target = self.dest / entry.path
-        if not self._plain_parents(target):  # never delete through a symlink the user put there
+        if not self.tree.plain_parents(target):  # never delete through a symlink the user put there
             if not self.options.dry_run:
                 self.state.forget(self.source_id, [asset_id])
             return Outcome(asset_id, entry.path, "deleted")
         if self.options.dry_run:
             return Outcome(asset_id, entry.path, "pruned")
-        if self._intact(_lstat(target), entry):
-            target.unlink()
-            self._remove_empty_parents(target.parent)
-            action: Action = "pruned"
-        else:
-            action = "deleted"  # changed or gone locally: not ours any more, keep it
+        action: Action = "deleted"  # changed or gone locally: not ours any more, keep it
+        if intact(lstat(target), entry):
+            self.tree.remove(target)
+            action = "pruned"
         self.state.forget(self.source_id, [asset_id])
         return Outcome(asset_id, entry.path, action)
 
-    def _plain_parents(self, target: Path) -> bool:
-        """True if every folder between dest and ``target`` is a real folder (no symlink)."""
-        current = self.dest
-        for part in target.parent.relative_to(self.dest).parts:
-            current = current / part
-            st = _lstat(current)
-            if st is None:
-                return True  # nothing below a missing folder can be reached through a link
-            if not stat.S_ISDIR(st.st_mode):
-                return False
-        return True
+    # -- transferring -------------------------------------------------------------------------
 
-    def _remove_empty_parents(self, folder: Path) -> None:
-        while folder != self.dest and self.dest in folder.parents:
-            try:
-                folder.rmdir()
-            except OSError:
-                return
-            self._safe_dirs.discard(folder)
-            folder = folder.parent
-
-    # -- downloading --------------------------------------------------------------------------
-
-    def _download_all(self, jobs: list[_Job]) -> Iterator[Outcome]:
-        if not jobs:
+    def _transfer_all(self, fetches: list[Fetch], done: dict[str, Entry]) -> Iterator[Outcome]:
+        if not fetches:
             return
-        self._make_dest()
-        pending_records: list[Entry] = []
-        last_flush = time.monotonic()
-        pool = ThreadPoolExecutor(max_workers=max(1, self.options.jobs), thread_name_prefix="pixsrc-fetch")
-        running: dict[Future[tuple[Entry, int]], _Job] = {}
-        queue = iter(jobs)
+        from pixsrc.api import USER_AGENT, RetryPolicy, default_policy
+        from pixsrc.transfer import TransferLoop
+
+        self.tree.make_dest()
+        policy = self.policy or default_policy()
+        if self.options.retries is not None:
+            policy = RetryPolicy(retries=self.options.retries, base=policy.base, cap=policy.cap,
+                                 deadline=policy.deadline, max_retry_after=policy.max_retry_after)
+        loop = TransferLoop(jobs=self.options.jobs, limit=self.limit, policy=policy, cancel=self.cancel,
+                            on_bytes=self.on_bytes, user_agent=self.user_agent or USER_AGENT)
+        recorder = _Recorder(self.state, self.source_id)
+        failures: list[Outcome] = []
+        jobs = self._jobs(fetches, done, failures)
         try:
-            # keep at most 2x jobs futures alive, so memory stays flat for huge listings
-            for job in queue:
-                running[pool.submit(self._fetch, job)] = job
-                if len(running) >= 2 * self.options.jobs:
-                    break
-            while running:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    job = running.pop(future)
-                    outcome, entry = self._result(job, future)
+            with _cancel_on_signals(self.cancel):
+                for result in loop.run(jobs):
+                    yield from self._drain(failures)
+                    outcome, entry = self._finish(result, loop)
                     if entry is not None:
-                        pending_records.append(entry)
-                    yield self._emit(outcome)
-                    next_job = next(queue, None)
-                    if next_job is not None:
-                        running[pool.submit(self._fetch, next_job)] = next_job
-                if len(pending_records) >= 256 or time.monotonic() - last_flush > 1.0:
-                    self.state.record(self.source_id, pending_records)
-                    pending_records, last_flush = [], time.monotonic()
-        except BaseException as exc:
-            cancelled.set()  # stop the workers between chunks; their .part files stay for resume
-            pool.shutdown(wait=True, cancel_futures=True)
-            for future, job in running.items():
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    pending_records.append(future.result()[0])
-                    self.report.count(Outcome(job.asset.id, job.path, job.action, future.result()[1]))
-            if isinstance(exc, PixsrcError):
-                cancelled.clear()  # only this source ended (auth, quota): the next source may still run
-            raise
+                        recorder.add(entry)
+                    if outcome is not None:
+                        yield self._emit(outcome)
+                yield from self._drain(failures)
         finally:
-            self.state.record(self.source_id, pending_records)
-            pool.shutdown(wait=True)
+            recorder.flush()
+            loop.close()
 
-    def _result(self, job: _Job, future: Future[tuple[Entry, int]]) -> tuple[Outcome, Entry | None]:
-        try:
-            entry, size = future.result()
-        except AuthRequired:
-            raise
-        except Cancelled:
-            raise KeyboardInterrupt from None
-        except (AssetError, HttpError, OSError) as exc:
-            return Outcome(job.asset.id, job.path, "failed", error=str(exc) or type(exc).__name__), None
-        if job.replaces is not None:  # renamed and changed at the source: drop our old copy
-            old = self.dest / job.replaces.path
-            if self._plain_parents(old) and self._intact(_lstat(old), job.replaces):
-                old.unlink()
-                self._remove_empty_parents(old.parent)
-        return Outcome(job.asset.id, job.path, job.action, size), entry
+    def _drain(self, failures: list[Outcome]) -> Iterator[Outcome]:
+        while failures:
+            yield self._emit(failures.pop(0))
 
-    def _safe_parent(self, target: Path) -> None:
-        """Create the folders below dest, refusing to go through a symlink or a non-folder."""
-        parent = target.parent
-        if parent in self._safe_dirs:
-            return
-        with self._dir_lock:
-            current = self.dest
-            for part in parent.relative_to(self.dest).parts:
-                current = current / part
-                if current in self._safe_dirs:
-                    continue
-                st = _lstat(current)
-                if st is None:
-                    current.mkdir(exist_ok=True)
-                elif stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-                    raise AssetError(f"refusing to write through {current}: not a plain folder (symlink?)")
-                self._safe_dirs.add(current)
-
-    def _fetch(self, job: _Job) -> tuple[Entry, int]:
-        asset = job.asset
-        target = self.dest / job.path
-        self._safe_parent(target)
-        part = target.parent / _part_name(asset)
-        if job.action == "updated":  # parts of an older version can never be resumed
-            for stale in target.parent.glob(_part_prefix(asset) + "-*.part"):
-                if stale != part:
-                    stale.unlink(missing_ok=True)
-        attempt = 0
-        mismatches = 0
-        received = [0]  # bytes over the wire in this run, failed attempts included
-        sha256 = self._copy_local(asset, job.copy_from, part) if job.copy_from is not None else None
-        while sha256 is None:
+    def _jobs(self, fetches: list[Fetch], done: dict[str, Entry], failures: list[Outcome]) -> Iterator[Any]:
+        """The transfer loop's jobs, made as it asks for them (a huge listing stays small in memory).
+        An asset the controller cannot describe, or whose folder is unsafe, fails on its own."""
+        for item in fetches:
             try:
-                sha256 = self._stream_into(asset, part, received)
-                break
-            except ChecksumMismatch:
-                mismatches += 1
-                if mismatches > 1:  # once may be a glitch; twice means the source's checksum is wrong
-                    raise
-            except (AssetError, HttpError) as exc:
-                if not exc.retryable or attempt >= self.options.retries:
-                    raise
+                yield self._job(item, done)
+            except AssetError as exc:
+                failures.append(Outcome(item.asset.id, item.path, "failed", error=str(exc)))
             except OSError as exc:
-                if not _network_error(exc) or attempt >= self.options.retries:
-                    raise AssetError(f"{type(exc).__name__}: {exc}") from None
-            interruptible_wait(backoff_delay(attempt))
-            attempt += 1
-        st_target = _lstat(target)
-        if st_target is not None and stat.S_ISDIR(st_target.st_mode):
-            part.unlink(missing_ok=True)
-            raise AssetError(f"a folder is in the way at {job.path}")
-        os.replace(part, target)
-        return self._record_file(asset, job.path, target, sha256, record=False), received[0]
+                failures.append(Outcome(item.asset.id, item.path, "failed", error=f"{exc.strerror}: {exc.filename}"))
 
-    def _copy_local(self, asset: Asset, entry: Entry, part: Path) -> str | None:
-        """Copy the intact local file of ``entry`` into ``part`` and return its sha256; None (download
-        instead) if it is not there as pixsrc wrote it, its bytes do not hash to what was recorded, or
-        ``asset`` publishes a size or checksum (any algorithm) that the copy does not match."""
+    def _job(self, item: Fetch, done: dict[str, Entry]) -> Any:
+        from pixsrc.transfer import Job
+
+        asset = item.asset
+        target = self.dest / item.path
+        part = self.tree.part_for(target, asset.id, asset.version, drop_others=item.action == "updated")
+        pending = _Pending(item, target, part)
+        copy_of = done.get(asset.same_as or "")
+        if copy_of is not None and self._copyable(asset, copy_of):
+            pending.copy_of = copy_of
+            transfer = Transfer(local_path=str(self.dest / copy_of.path))
+        else:
+            transfer = self.controller.transfer(asset)
+        conditional = conditional_headers(item.check) if item.check is not None else {}
+        return Job(pending, transfer, part, conditional, asset.size,
+                   asset.checksum.algorithm if asset.checksum else None)
+
+    def _copyable(self, asset: Asset, entry: Entry) -> bool:
         source = self.dest / entry.path
-        if asset.size is not None and asset.size != entry.size:
-            return None
-        if not self._plain_parents(source) or not self._intact(_lstat(source), entry):
-            return None
-        sha256 = hashlib.sha256()
-        check = new_hasher(asset.checksum.algorithm) if asset.checksum is not None else None
-        try:
-            with open(source, "rb") as src, open(part, "wb") as out:
-                while chunk := src.read(CHUNK):
-                    out.write(chunk)
-                    sha256.update(chunk)
-                    if check:
-                        check.update(chunk)
-        except OSError:
-            part.unlink(missing_ok=True)
-            return None
-        if sha256.hexdigest() != entry.sha256 or (
-                check and asset.checksum and check.hexdigest() != asset.checksum.value.lower()):
-            part.unlink(missing_ok=True)
-            return None
-        return entry.sha256
+        return ((asset.size is None or asset.size == entry.size) and self.tree.plain_parents(source)
+                and intact(lstat(source), entry))
 
-    def _record_file(self, asset: Asset, path: str, target: Path, sha256: str | None = None,
-                     record: bool = True) -> Entry:
-        if asset.modified is not None:
-            mtime_ns = int(asset.modified.timestamp() * 1e9)
+    def _finish(self, result: Any, loop: Any) -> tuple[Outcome | None, Entry | None]:
+        """Verify a finished transfer, put it in place; an Outcome, and the Entry to record."""
+        pending: _Pending = result.key
+        item, asset = pending.fetch, pending.fetch.asset
+        wire = 0 if pending.copy_of is not None else result.received
+        if result.kind == "failed":
+            if pending.copy_of is not None:
+                return self._download_instead(pending, loop)
+            return Outcome(asset.id, item.path, "failed", wire, error=result.error), None
+        if result.kind == "not-modified":
+            return Outcome(asset.id, item.path, "unchanged", wire), None
+        problem = self._verify(asset, result, pending)
+        if problem is not None:
+            pending.part.unlink(missing_ok=True)
+            if pending.copy_of is not None:
+                return self._download_instead(pending, loop)
+            pending.mismatches += 1
+            if problem[1] and pending.mismatches < 2:  # once may be a glitch; twice, the source is wrong
+                loop.push(self._retry_job(pending))
+                return None, None
+            return Outcome(asset.id, item.path, "failed", wire, error=problem[0]), None
+        version = asset.version or learned_version(result.etag, result.last_modified, result.sha256)
+        if item.check is not None and result.sha256 == item.check.sha256:
+            pending.part.unlink(missing_ok=True)  # new validators, same bytes: keep our file
+            entry = Entry(asset.id, version, item.path, item.check.size, item.check.mtime_ns, item.check.sha256,
+                          time.time())
+            return Outcome(asset.id, item.path, "unchanged", wire), entry
+        try:
+            self.tree.install(pending.part, pending.target, item.path)
+            entry = self._entry(asset, item.path, pending.target, result.sha256, version, result.last_modified)
+        except AssetError as exc:
+            return Outcome(asset.id, item.path, "failed", wire, error=str(exc)), None
+        except OSError as exc:
+            return Outcome(asset.id, item.path, "failed", wire, error=f"{exc.strerror}: {item.path}"), None
+        if item.replaces is not None:  # renamed and changed at the source: drop our old copy
+            old = self.dest / item.replaces.path
+            if self.tree.plain_parents(old) and intact(lstat(old), item.replaces):
+                self.tree.remove(old)
+        return Outcome(asset.id, item.path, item.action, wire), entry
+
+    def _verify(self, asset: Asset, result: Any, pending: _Pending) -> tuple[str, bool] | None:
+        """(problem, worth retrying) or None when the bytes are what the source promised."""
+        if asset.size is not None and result.size != asset.size:
+            return f"size mismatch: got {result.size} bytes, the source said {asset.size}", True
+        if pending.copy_of is not None and result.sha256 != pending.copy_of.sha256:
+            return "the local copy changed while it was copied", False
+        if asset.checksum is not None:
+            actual = result.checksum if asset.checksum.algorithm != "sha256" else result.sha256
+            if actual != asset.checksum.value.lower():
+                return (f"{asset.checksum.algorithm} mismatch: got {actual}, the source said "
+                        f"{asset.checksum.value}", True)
+        return None
+
+    def _download_instead(self, pending: _Pending, loop: Any) -> tuple[Outcome | None, Entry | None]:
+        pending.copy_of = None
+        try:
+            transfer = self.controller.transfer(pending.fetch.asset)
+        except AssetError as exc:
+            return Outcome(pending.fetch.asset.id, pending.fetch.path, "failed", error=str(exc)), None
+        loop.push(self._retry_job(pending, transfer))
+        return None, None
+
+    def _retry_job(self, pending: _Pending, transfer: Transfer | None = None) -> Any:
+        from pixsrc.transfer import Job
+
+        asset = pending.fetch.asset
+        return Job(pending, transfer or self.controller.transfer(asset), pending.part, {}, asset.size,
+                   asset.checksum.algorithm if asset.checksum else None)
+
+    def _entry(self, asset: Asset, path: str, target: Path, sha256: str | None, version: str | None = None,
+               last_modified: str | None = None) -> Entry:
+        import os
+
+        from pixsrc.transfer import hash_file
+
+        modified = asset.modified
+        if modified is None and last_modified:
+            with contextlib.suppress(TypeError, ValueError):
+                modified = parsedate_to_datetime(last_modified)
+        if modified is not None:
+            mtime_ns = int(modified.timestamp() * 1e9)
             os.utime(target, ns=(mtime_ns, mtime_ns))
         st = target.stat()
-        entry = Entry(asset.id, asset.version, path, st.st_size, st.st_mtime_ns,
-                      sha256 or _hash_file(target, "sha256"), time.time())
-        if record:
-            self.state.record(self.source_id, [entry])
-        return entry
-
-    def _stream_into(self, asset: Asset, part: Path, counter: list[int] | None = None) -> str:
-        """Download (or resume) into ``part``; verify; return its sha256.
-
-        ``counter[0]`` is increased as bytes arrive, so an attempt that fails half-way still counts.
-        """
-        offset = part.stat().st_size if part.exists() else 0
-        if asset.size is not None and offset > asset.size:
-            offset = 0
-        stream = self.controller.open(asset, offset)
-        try:
-            sha256 = hashlib.sha256()
-            check = None
-            if asset.checksum is not None and asset.checksum.algorithm != "sha256":
-                check = new_hasher(asset.checksum.algorithm)
-            with open(part, "r+b" if stream.offset and part.exists() else "wb") as out:
-                if stream.offset:
-                    out.truncate(stream.offset)
-                    while chunk := out.read(CHUNK):  # re-hash the part we keep
-                        sha256.update(chunk)
-                        if check:
-                            check.update(chunk)
-                while chunk := stream.read(CHUNK):
-                    if cancelled.is_set():
-                        raise Cancelled()
-                    out.write(chunk)
-                    sha256.update(chunk)
-                    if check:
-                        check.update(chunk)
-                    if counter is not None:
-                        counter[0] += len(chunk)
-                    if self.on_bytes:
-                        self.on_bytes(len(chunk))
-                size = out.tell()
-        finally:
-            stream.close()
-        if asset.size is not None and size != asset.size:
-            if size < asset.size:
-                raise AssetError(f"truncated: got {size} of {asset.size} bytes", retryable=True)
-            part.unlink(missing_ok=True)
-            raise AssetError(f"size mismatch: got {size} bytes, the source said {asset.size}", retryable=True)
-        if asset.checksum is not None:
-            actual = (check or sha256).hexdigest()
-            if actual != asset.checksum.value.lower():
-                part.unlink(missing_ok=True)
-                raise ChecksumMismatch(f"{asset.checksum.algorithm} mismatch: got {actual}, the source said "
-                                 f"{asset.checksum.value}", retryable=True)
-        return sha256.hexdigest()
+        return Entry(asset.id, version or asset.version, path, st.st_size, st.st_mtime_ns,
+                     sha256 or hash_file(target), time.time())
 
 
-class ChecksumMismatch(AssetError):
-    pass
+@contextlib.contextmanager
+def _cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
+    """While bytes move, Ctrl-C and SIGTERM set the run's cancel event instead of raising inside a
+    libcurl callback; the loop then stops cleanly and raises KeyboardInterrupt itself."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
+    def handler(signum: int, frame: object) -> None:
+        cancel.set()
 
-def _network_error(exc: OSError) -> bool:
-    return isinstance(exc, ConnectionError | TimeoutError) or exc.__class__ is OSError and exc.errno is None
-
-
-def _lstat(path: Path) -> os.stat_result | None:
+    previous = {sig: signal.signal(sig, handler) for sig in _signals()}
     try:
-        return path.lstat()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _signals() -> list[signal.Signals]:
+    return [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+

@@ -1,15 +1,17 @@
 """The plugin-author API: what a source type is, what its controller does, what an asset is.
 
 A source type is data (id, names, a pydantic config model, an auth spec) plus a factory that
-builds a Controller. Controllers only list assets and open their content; the sync engine
-decides what to download, writes files and records state.
+builds a Controller. Controllers only list assets and describe how to fetch each one (a
+``Transfer``); the sync engine decides what to download, moves the bytes, writes files and records
+state.
 """
 
 from __future__ import annotations
 
+import threading
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import datetime
@@ -21,7 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pixsrc.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pixsrc.http import HttpClient
+    from pixsrc.api import Api
 
 FieldKind = Literal["text", "url", "boolean", "select", "integer", "path", "list"]
 AuthKind = Literal["none", "api-key", "oauth2"]
@@ -221,7 +223,9 @@ class Asset:
     """One listable item of a source.
 
     ``id`` is stable within the source; ``path`` is a suggested relative POSIX path (the engine
-    sanitises it); ``version`` changes if and only if the content changes. ``ref`` is private to the
+    sanitises it); ``version`` changes if and only if the content changes; an empty ``version``
+    means the listing does not know it (a web-server folder listing): the engine then learns it from
+    the download's ETag / Last-Modified and re-checks with a conditional GET. ``ref`` is private to the
     controller (a download URL, a file id) and never shown. ``same_as`` optionally names another
     asset of the same listing with identical content (one image on two boards): the engine then
     copies that asset's local file, once it has it intact, instead of downloading again.
@@ -238,14 +242,58 @@ class Asset:
     same_as: str | None = None
 
 
-class Download(Protocol):
-    """An open content stream. ``offset`` is where it starts: 0 when a range was not honoured."""
+class TransferAuth(Protocol):
+    """Supplies credential headers for a request and is told when the server refused them (401).
 
-    offset: int
+    ``unauthorized`` refreshes the credential once (an OAuth refresh) or raises ``AuthRequired``;
+    the request is then sent again with fresh ``headers()``. The same object serves both planes:
+    ``pixsrc.api`` wraps it in an ``httpx.Auth`` flow, the transfer loop calls it directly.
+    """
 
-    def read(self, size: int) -> bytes: ...
+    def headers(self) -> dict[str, str]: ...
 
-    def close(self) -> None: ...
+    def unauthorized(self, sent_headers: Mapping[str, str], /) -> None: ...
+
+
+@dataclass(frozen=True)
+class TransferError:
+    """What a controller makes of a failed answer (see ``Transfer.on_error``).
+
+    ``retry``: try again later (after ``retry_after`` seconds if given, else the backoff policy);
+    ``auth``: the credential was refused for good, the source ends with exit 3.
+    """
+
+    message: str
+    retry: bool = False
+    retry_after: float | None = None
+    auth: bool = False
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """How the engine fetches one asset. Controllers describe; the engine moves the bytes.
+
+    ``url`` is an http(s) URL, or for ``local_path`` transfers ignored. ``headers`` are sent as
+    given (the engine refuses CR, LF and NUL in them); ``auth`` adds the credential to requests to
+    ``url``'s own origin only (libcurl drops it on a redirect to another host, port or scheme).
+    ``resumable``: the server honours ``Range`` (with ``If-Range`` on ``validator``) so a ``.part``
+    file is continued, not restarted. ``on_error`` classifies a non-2xx answer from its status,
+    headers and the first 64 KB of its body; returning None keeps the engine's default (401 ->
+    refresh once, then exit 3; 408/429/5xx -> retried; anything else -> this asset failed).
+    """
+
+    url: str = ""
+    method: Literal["GET", "POST"] = "GET"
+    headers: Mapping[str, str] = dc_field(default_factory=dict)
+    body: bytes | None = None
+    auth: TransferAuth | None = None
+    resumable: bool = True
+    validator: str | None = None
+    """A strong ETag (or an HTTP date) that identifies the listed version, sent in ``If-Range``."""
+    local_path: str | None = None
+    """Copy this local file instead of downloading (local-fs)."""
+    on_error: Callable[[int, Mapping[str, str], bytes], TransferError | None] | None = dc_field(
+        default=None, compare=False)
 
 
 class Controller(Protocol):
@@ -253,8 +301,8 @@ class Controller(Protocol):
         """Yield every asset, paging the provider lazily. Raise SourceUnavailable or AuthRequired."""
         ...
 
-    def open(self, asset: Asset, offset: int = 0) -> Download:
-        """Open the asset's content from ``offset`` (best effort). Raise AssetError per asset."""
+    def transfer(self, asset: Asset) -> Transfer:
+        """Describe how to fetch the asset's content. Raise AssetError for this asset alone."""
         ...
 
     def close(self) -> None: ...
@@ -270,28 +318,32 @@ class SourceContext:
     jobs: int = 8
     get_secret: Callable[[], str | None] = lambda: None
     user_agent: str = "pixsrc"
-    auth: Any = None
-    """For oauth2 types: a ``pixsrc.http.Auth`` that adds (and refreshes) the bearer token."""
+    auth: TransferAuth | None = None
+    """For oauth2 types: the session that adds (and refreshes) the bearer token, for both planes."""
     provider: Any = None
     """For oauth2 types: ``pixsrc.oauth.ProviderSettings`` (URLs with the user's overrides applied)."""
     cache: SourceCache = dc_field(default_factory=MemoryCache)
     warn: Callable[[str], None] = lambda message: None
     """Tell the user something (a skipped item, a long rate-limit wait); shown on stderr."""
+    cancel: threading.Event = dc_field(default_factory=threading.Event)
+    """Set when the run is interrupted: API waits end at once."""
 
-    def http(self, **options: Any) -> HttpClient:
-        """A ``pixsrc.http.HttpClient`` wired for this source: its OAuth token (refreshed on expiry
-        and once on 401), the provider's rate limits, User-Agent, and waits shown to the user.
-        ``options`` go to HttpClient (e.g. ``retry_when``, ``headers``, ``timeout``)."""
-        from pixsrc.http import HttpClient
+    def api(self, **options: Any) -> Api:
+        """A ``pixsrc.api.Api`` (httpx) wired for this source: its OAuth token (refreshed on expiry
+        and once on 401), the provider's rate limits, User-Agent, the run's cancel event, and waits
+        shown to the user. ``options`` go to Api (e.g. ``retry_when``, ``headers``, ``timeout``)."""
+        from pixsrc.api import Api
 
         def on_wait(seconds: float, reason: str) -> None:
             self.warn(f"{reason}; waiting {seconds:.0f} s before retrying")
 
         options.setdefault("auth", self.auth)
         options.setdefault("on_wait", on_wait)
+        options.setdefault("user_agent", self.user_agent)
+        options.setdefault("cancel", self.cancel)
         if self.provider is not None:
             options.setdefault("limit", self.provider.rate_limit())
-        return HttpClient(**options)
+        return Api(**options)
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def _verify(cfg: Config, source: Source) -> None:
     """One cheap authenticated call, where the type has one, to prove the new credential works."""
     from pixsrc.fetch import open_controller
 
-    controller = open_controller(source, jobs=1, providers=cfg.providers())
+    controller, _ = open_controller(source, jobs=1, providers=cfg.providers())
     try:
         verify = getattr(controller, "verify", None)
         if verify is not None:

@@ -7,12 +7,11 @@ import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
-from pixsrc.errors import AssetError, SourceUnavailable
+from pixsrc.errors import SourceUnavailable
 from pixsrc.paths import selected
-from pixsrc.sources import is_media, media_type
-from pixsrc.types import Asset, SourceConfig, SourceContext, SourceType, field
+from pixsrc.sources import media_type
+from pixsrc.types import Asset, SourceConfig, SourceContext, SourceType, Transfer, field
 
 
 class LocalFsConfig(SourceConfig):
@@ -22,18 +21,6 @@ class LocalFsConfig(SourceConfig):
     exclude: list[str] = field([], label="Skip files matching (globs, comma-separated)", placeholder="*.tmp")
     follow_symlinks: bool = field(False, label="Follow symbolic links")
     all_files: bool = field(False, label="All files, not only images and videos")
-
-
-class _FileDownload:
-    def __init__(self, handle: BinaryIO, offset: int) -> None:
-        self._handle = handle
-        self.offset = offset
-
-    def read(self, size: int) -> bytes:
-        return self._handle.read(size)
-
-    def close(self) -> None:
-        self._handle.close()
 
 
 class LocalFsController:
@@ -53,6 +40,7 @@ class LocalFsController:
             return
         seen.add((st.st_dev, st.st_ino))
         follow = self.config.follow_symlinks
+        include, exclude = self.config.include, self.config.exclude
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
@@ -73,9 +61,10 @@ class LocalFsController:
                 continue  # vanished, or a dangling link
             if not stat.S_ISREG(info.st_mode) or entry.name.endswith(".part"):
                 continue
-            if not self.config.all_files and not is_media(entry.name):
+            kind = media_type(entry.name)
+            if not self.config.all_files and (kind is None or kind.split("/", 1)[0] not in ("image", "video")):
                 continue
-            if not selected(rel, self.config.include, self.config.exclude):
+            if (include or exclude) and not selected(rel, include, exclude):
                 continue
             yield Asset(
                 id=rel,
@@ -83,18 +72,12 @@ class LocalFsController:
                 version=f"{info.st_mtime_ns}:{info.st_size}",
                 size=info.st_size,
                 modified=datetime.fromtimestamp(info.st_mtime_ns / 1e9, UTC),
-                media_type=media_type(entry.name),
-                ref=entry.path,
+                media_type=kind,
             )
 
-    def open(self, asset: Asset, offset: int = 0) -> _FileDownload:
-        try:
-            handle = open(asset.ref or self.root / asset.path, "rb")  # noqa: SIM115 - closed by the engine
-        except OSError as exc:
-            raise AssetError(f"cannot read {asset.path}: {exc.strerror}") from None
-        if offset:
-            handle.seek(offset)
-        return _FileDownload(handle, offset)
+    def transfer(self, asset: Asset) -> Transfer:
+        """A local copy step: the engine copies and hashes it like any download."""
+        return Transfer(local_path=os.path.join(self.root, asset.path), resumable=False)
 
     def close(self) -> None:
         pass

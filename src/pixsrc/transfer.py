@@ -1,0 +1,560 @@
+"""The data plane: every asset's bytes move through one libcurl multi handle on the calling thread.
+
+libcurl (through pycurl) does the HTTP: keep-alive, HTTP/2 multiplexing, redirects (dropping
+credentials when host, port or scheme change; ``UNRESTRICTED_AUTH`` is never set), content
+decoding, proxies from ``*_PROXY``/``NO_PROXY`` (CIDR entries included), stall detection and TLS
+with the trust store the API plane uses. This module adds what is ours: bodies stream into the
+``.part`` file and the hashers from the write callback; a ``Range`` resume is checked against
+``Content-Range`` and restarts from 0 when the server sent something else; 401 re-queues the
+transfer after one credential refresh; 408/429/5xx and network errors are re-queued on a timer
+heap (``Retry-After`` and the shared ``RetryPolicy``); the provider's concurrency and request
+rate caps gate when handles are added. Ctrl-C (or the run's cancel event) stops adding, aborts
+what is in flight and leaves every ``.part`` file for the next run to resume.
+
+One loop, no worker threads: measured on loopback, 2,000 x 50 KB took 0.10 s this way where
+8 threads passing the GIL took 1.4 s (httpx) or 0.27 s (a hand-made client).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import heapq
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import pycurl
+
+from pixsrc.api import USER_AGENT, RateLimit, RetryPolicy, ca_paths, default_policy, retry_after_seconds
+from pixsrc.errors import AuthRequired
+from pixsrc.types import Hasher, Transfer, TransferError, new_hasher
+
+BUFFER = 512 * 1024  # libcurl's receive buffer: fewer Python write callbacks for big files
+ERROR_BODY_LIMIT = 64 * 1024
+COPY_CHUNK = 1024 * 1024
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# libcurl errors that no retry can fix: certificates, bad encodings, size limits, refused URLs
+FATAL_CURL_ERRORS = frozenset({
+    pycurl.E_UNSUPPORTED_PROTOCOL, pycurl.E_URL_MALFORMAT, pycurl.E_PEER_FAILED_VERIFICATION,
+    pycurl.E_SSL_CACERT_BADFILE, pycurl.E_SSL_CERTPROBLEM, pycurl.E_SSL_CIPHER,
+    pycurl.E_BAD_CONTENT_ENCODING, pycurl.E_FILESIZE_EXCEEDED, pycurl.E_TOO_MANY_REDIRECTS,
+    pycurl.E_LOGIN_DENIED, pycurl.E_REMOTE_ACCESS_DENIED,
+})
+Kind = Literal["done", "not-modified", "failed"]
+
+
+@dataclass
+class Job:
+    """One asset to fetch into ``part``. ``key`` is the caller's, handed back in the Result.
+
+    ``conditional``: request headers that make the GET conditional (``If-None-Match``...); a 304
+    ends the job as "not-modified" without touching ``part``. ``expected_size`` caps the body
+    (a larger one fails at once instead of filling the disk). ``checksum`` names an extra hash
+    algorithm to compute besides sha256 (the source's own, e.g. md5 or Dropbox's content hash).
+    """
+
+    key: Any
+    transfer: Transfer
+    part: Path
+    conditional: Mapping[str, str] = field(default_factory=dict)
+    expected_size: int | None = None
+    checksum: str | None = None
+
+
+@dataclass
+class Result:
+    key: Any
+    kind: Kind
+    status: int = 0
+    size: int = 0
+    sha256: str = ""
+    checksum: str | None = None
+    received: int = 0
+    """Bytes over the wire for this job, failed attempts included."""
+    etag: str | None = None
+    last_modified: str | None = None
+    error: str | None = None
+
+
+class _Attempt:
+    """The state of one job while it runs: its handle, its file, its hashers, its answer."""
+
+    def __init__(self, job: Job, offset: int, on_bytes: Callable[[int], None] | None,
+                 cancel: threading.Event) -> None:
+        self.job = job
+        self.cancel = cancel
+        self.offset = offset
+        self.on_bytes = on_bytes
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.sent_headers: dict[str, str] = {}
+        self.file: Any = None
+        self.sha256: Any = hashlib.sha256()
+        self.check: Hasher | None = None
+        self.written = 0
+        self.received = 0
+        self.error_body = bytearray()
+        self.problem: str | None = None  # why the write callback aborted
+        self.restart = False  # the server ignored or mangled our Range: start again from 0
+        self.started = False
+
+    # -- libcurl callbacks (the GIL is held; keep them short) ---------------------------------
+
+    def header(self, line: bytes) -> None:
+        if line[:5] == b"HTTP/":  # each response's status line, 1xx and redirects included
+            parts = line.split(None, 2)
+            self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            self.headers = {}
+        elif b":" in line:
+            name, _, value = line.partition(b":")
+            self.headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+
+    def write(self, data: bytes) -> int | None:
+        if not self.started:
+            self.started = True
+            if not self._begin():
+                return 0  # abort: libcurl ends this transfer with E_WRITE_ERROR
+        if self.cancel.is_set():
+            return 0  # Ctrl-C: stop this transfer now, the loop raises KeyboardInterrupt next
+        if self.file is None:
+            if len(self.error_body) < ERROR_BODY_LIMIT:
+                self.error_body += data[:ERROR_BODY_LIMIT - len(self.error_body)]
+            return None
+        self.received += len(data)
+        size = self.written + len(data)
+        limit = self.job.expected_size
+        if limit is not None and size > limit:
+            self.problem = f"the server sent more than the {limit} bytes the source listed"
+            return 0
+        self.file.write(data)
+        self.sha256.update(data)
+        if self.check is not None:
+            self.check.update(data)
+        self.written = size
+        if self.on_bytes is not None:
+            self.on_bytes(len(data))
+        return None
+
+    def _begin(self) -> bool:
+        """The first body bytes of the final answer: decide where they go."""
+        status = self.status
+        if status == 206 and self.offset:
+            start = self.headers.get("content-range", "").removeprefix("bytes ").split("-", 1)[0]
+            if start != str(self.offset):
+                self.restart = True  # a range we did not ask for: never splice it in
+                self.problem = f"the server answered a different range ({self.headers.get('content-range')!r})"
+                return False
+            self._open(resume=True)
+            return True
+        if 200 <= status < 300 and status != 206:
+            self._open(resume=False)
+            return True
+        if status == 206:
+            self.restart = True
+            self.problem = "the server answered 206 to a request without Range"
+            return False
+        return True  # an error answer: its body is kept in memory for the message
+
+    def _open(self, resume: bool) -> None:
+        job = self.job
+        self.check = new_hasher(job.checksum) if job.checksum and job.checksum != "sha256" else None
+        if resume:
+            self.file = open(job.part, "r+b")  # noqa: SIM115 - closed in finish()
+            self.file.truncate(self.offset)
+            while chunk := self.file.read(COPY_CHUNK):  # re-hash the part we keep
+                self.sha256.update(chunk)
+                if self.check is not None:
+                    self.check.update(chunk)
+            self.written = self.offset
+        else:
+            self.file = open(job.part, "wb")  # noqa: SIM115 - closed in finish()
+            self.offset = 0
+
+    def close_file(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+@dataclass(order=True)
+class _Timer:
+    when: float
+    seq: int
+    job: Job = field(compare=False)
+
+
+@dataclass
+class _Retries:
+    network: int = 0
+    refreshed: bool = False
+
+
+class TransferLoop:
+    """Runs jobs on one libcurl multi handle; ``run`` yields one Result per job as each finishes.
+
+    ``jobs`` caps the handles in flight (and so the connections); ``limit`` adds the provider's
+    concurrency and request-rate caps. ``cancel`` stops the loop between two callbacks.
+    """
+
+    def __init__(self, *, jobs: int = 8, limit: RateLimit | None = None,
+                 policy: RetryPolicy | None = None, cancel: threading.Event | None = None,
+                 on_bytes: Callable[[int], None] | None = None, user_agent: str = USER_AGENT,
+                 connect_timeout: float = 15.0, stall_seconds: int = 30) -> None:
+        cap = jobs
+        if limit is not None and limit.concurrency:
+            cap = min(cap, limit.concurrency)
+        self.concurrency = max(1, cap)
+        self.limit = limit
+        self.policy = policy or default_policy()
+        self.cancel = cancel or threading.Event()
+        self.on_bytes = on_bytes
+        self.user_agent = user_agent
+        self.connect_timeout = connect_timeout
+        self.stall_seconds = stall_seconds
+        self.multi = pycurl.CurlMulti()
+        self.multi.setopt(pycurl.M_MAX_HOST_CONNECTIONS, self.concurrency)
+        # the same environment httpx reads: HTTP_PROXY as well as http_proxy (libcurl alone takes only
+        # the lower-case one for http), NO_PROXY with CIDR entries (libcurl >= 7.86 matches those)
+        import urllib.request
+
+        self._proxies = {k: v for k, v in urllib.request.getproxies_environment().items() if k in ("http", "https")}
+        self._no_proxy = os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or ""
+        self._free: list[pycurl.Curl] = []
+        self._queue: deque[Job] = deque()
+        self._seq = 0
+
+    def push(self, job: Job) -> None:
+        """Add a job while ``run`` is being iterated (a retry the caller decided on)."""
+        self._queue.append(job)
+
+    def close(self) -> None:
+        for handle in self._free:
+            handle.close()
+        self._free.clear()
+        self.multi.close()
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[Result]:
+        queue = self._queue
+        source = iter(jobs)
+        timers: list[_Timer] = []
+        active: dict[pycurl.Curl, _Attempt] = {}
+        retries: dict[int, _Retries] = {}
+        received: dict[int, int] = {}
+        exhausted = False
+        try:
+            while True:
+                if self.cancel.is_set():
+                    raise KeyboardInterrupt
+                now = time.monotonic()
+                while timers and timers[0].when <= now:
+                    queue.appendleft(heapq.heappop(timers).job)
+                while len(active) < self.concurrency:
+                    if not queue:
+                        if exhausted:
+                            break
+                        job = next(source, None)
+                        if job is None:
+                            exhausted = True
+                            break
+                        queue.append(job)
+                    job = queue.popleft()
+                    if job.transfer.local_path is not None:
+                        yield self._copy(job)
+                        continue
+                    if self.limit is not None and (delay := self.limit.book()) > 0:
+                        self._later(timers, job, delay)
+                        continue
+                    started = self._start(job, retries.setdefault(id(job), _Retries()))
+                    if isinstance(started, Result):
+                        yield started
+                    else:
+                        active[started[0]] = started[1]
+                if not active and not queue and not timers and exhausted:
+                    return
+                if active:
+                    self._perform()
+                    yield from self._finished(active, timers, retries, received)
+                    if active and not queue:
+                        # EINTR (a signal arrived) is an error here; the cancel check above decides
+                        with contextlib.suppress(pycurl.error):
+                            self.multi.select(self._select_timeout(timers))
+                elif timers:
+                    self.cancel.wait(max(0.0, min(1.0, timers[0].when - time.monotonic())))
+        finally:
+            for handle, attempt in active.items():
+                self.multi.remove_handle(handle)
+                attempt.close_file()  # the .part stays: the next run resumes it
+                handle.close()
+
+    def _select_timeout(self, timers: list[_Timer]) -> float:
+        timeout = 1.0
+        curl_ms = self.multi.timeout()
+        if curl_ms >= 0:
+            timeout = min(timeout, curl_ms / 1000)
+        if timers:
+            timeout = min(timeout, max(0.0, timers[0].when - time.monotonic()))
+        return timeout
+
+    def _perform(self) -> None:
+        while True:
+            code, _ = self.multi.perform()
+            if code != pycurl.E_CALL_MULTI_PERFORM:
+                return
+
+    def _later(self, timers: list[_Timer], job: Job, delay: float) -> None:
+        self._seq += 1
+        heapq.heappush(timers, _Timer(time.monotonic() + delay, self._seq, job))
+
+    def _start(self, job: Job, state: _Retries) -> tuple[pycurl.Curl, _Attempt] | Result:
+        transfer = job.transfer
+        try:
+            headers = dict(transfer.headers)
+            if transfer.auth is not None:
+                headers.update(transfer.auth.headers())
+            headers.update(job.conditional)
+            offset = 0
+            if transfer.resumable and not job.conditional:
+                try:
+                    offset = job.part.stat().st_size
+                except FileNotFoundError:
+                    offset = 0
+                if job.expected_size is not None and offset >= job.expected_size:
+                    offset = 0  # complete or too long: an earlier run's leftover, start over
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+                if transfer.validator:
+                    headers["If-Range"] = transfer.validator
+            lines = [_header_line(name, value) for name, value in headers.items()]
+            url = _wire_url(transfer.url)
+        except ValueError as exc:
+            return Result(job.key, "failed", error=str(exc))
+        handle = self._free.pop() if self._free else pycurl.Curl()
+        attempt = _Attempt(job, offset, self.on_bytes, self.cancel)
+        attempt.sent_headers = headers
+        self._configure(handle, url, transfer, lines, attempt)
+        self.multi.add_handle(handle)
+        return handle, attempt
+
+    def _configure(self, handle: pycurl.Curl, url: str, transfer: Transfer, lines: list[str],
+                   attempt: _Attempt) -> None:
+        handle.reset()
+        handle.setopt(pycurl.URL, url)
+        handle.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        handle.setopt(pycurl.REDIR_PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        handle.setopt(pycurl.FOLLOWLOCATION, True)
+        handle.setopt(pycurl.MAXREDIRS, 5)
+        handle.setopt(pycurl.ACCEPT_ENCODING, "")  # offer what libcurl decodes; never save compressed
+        handle.setopt(pycurl.USERAGENT, self.user_agent)
+        handle.setopt(pycurl.HTTPHEADER, lines)
+        handle.setopt(pycurl.CONNECTTIMEOUT_MS, int(self.connect_timeout * 1000))
+        handle.setopt(pycurl.LOW_SPEED_LIMIT, 1)
+        handle.setopt(pycurl.LOW_SPEED_TIME, self.stall_seconds)
+        handle.setopt(pycurl.BUFFERSIZE, BUFFER)
+        handle.setopt(pycurl.PIPEWAIT, 1)  # wait for an HTTP/2 connection to multiplex on
+        handle.setopt(pycurl.NOSIGNAL, 1)
+        cafile, capath = ca_paths()
+        if cafile:
+            handle.setopt(pycurl.CAINFO, cafile)
+        if capath:
+            handle.setopt(pycurl.CAPATH, capath)
+        proxy = self._proxies.get(urlsplit(url).scheme)
+        if proxy:
+            handle.setopt(pycurl.PROXY, proxy)
+            handle.setopt(pycurl.NOPROXY, self._no_proxy)
+        if transfer.method == "POST":
+            handle.setopt(pycurl.POST, 1)
+            handle.setopt(pycurl.POSTFIELDSIZE, len(transfer.body or b""))
+            handle.setopt(pycurl.COPYPOSTFIELDS, transfer.body or b"")
+            if not any(line.lower().startswith("content-type") for line in lines):
+                # libcurl would add a form Content-Type; Dropbox's content routes refuse one
+                handle.setopt(pycurl.HTTPHEADER, [*lines, "Content-Type:"])
+        handle.setopt(pycurl.HEADERFUNCTION, attempt.header)
+        handle.setopt(pycurl.WRITEFUNCTION, attempt.write)
+
+    # -- finished transfers -------------------------------------------------------------------
+
+    def _finished(self, active: dict[pycurl.Curl, _Attempt], timers: list[_Timer],
+                  retries: dict[int, _Retries], received: dict[int, int]) -> Iterator[Result]:
+        while True:
+            queued, ok, failed = self.multi.info_read()
+            done = [(handle, 0, "") for handle in ok] + [(h, code, msg) for h, code, msg in failed]
+            for handle, code, message in done:
+                attempt = active.pop(handle)
+                self.multi.remove_handle(handle)
+                attempt.close_file()
+                job = attempt.job
+                received[id(job)] = received.get(id(job), 0) + attempt.received
+                outcome = self._judge(attempt, code, message, retries[id(job)], timers, handle)
+                self._free.append(handle)
+                if outcome is not None:
+                    outcome.received = received.pop(id(job), 0)
+                    retries.pop(id(job), None)
+                    yield outcome
+            if not queued:
+                return
+
+    def _judge(self, attempt: _Attempt, code: int, message: str, state: _Retries,
+               timers: list[_Timer], handle: pycurl.Curl) -> Result | None:
+        """A Result when the job is over, None when it was re-queued."""
+        job = attempt.job
+        status = attempt.status if code == 0 or attempt.status else 0
+        if attempt.restart:
+            job.part.unlink(missing_ok=True)  # the next attempt asks for the whole body
+            return self._retry(job, state, timers, attempt.problem or "bad range", None)
+        if code:
+            if attempt.problem is not None:
+                return self._fail(job, attempt.problem)
+            detail = f"{message or 'libcurl error ' + str(code)}"
+            if code in FATAL_CURL_ERRORS or code == pycurl.E_SSL_CONNECT_ERROR and "certificate" in detail:
+                return self._fail(job, _curl_reason(code, detail))
+            if attempt.headers.get("content-encoding", "identity") != "identity":
+                job.part.unlink(missing_ok=True)  # a range of encoded bytes cannot be resumed
+            return self._retry(job, state, timers, _curl_reason(code, detail), None)
+        if 200 <= status < 300:
+            if attempt.file is None and not attempt.started:
+                open(job.part, "wb").close()  # an empty body: an empty file  # noqa: SIM115
+                attempt.sha256 = hashlib.sha256()
+                attempt.check = new_hasher(job.checksum) if job.checksum and job.checksum != "sha256" else None
+                attempt.written = 0
+            return Result(job.key, "done", status, attempt.written, attempt.sha256.hexdigest(),
+                          attempt.check.hexdigest() if attempt.check else None,
+                          etag=_clean(attempt.headers.get("etag")),
+                          last_modified=_clean(attempt.headers.get("last-modified")))
+        if status == 304 and job.conditional:
+            return Result(job.key, "not-modified", status, etag=_clean(attempt.headers.get("etag")),
+                          last_modified=_clean(attempt.headers.get("last-modified")))
+        if status == 416 and attempt.offset:
+            job.part.unlink(missing_ok=True)
+            return self._retry(job, state, timers, "HTTP 416", 0.0)
+        transfer = job.transfer
+        verdict = transfer.on_error(status, attempt.headers, bytes(attempt.error_body)) if transfer.on_error else None
+        if verdict is None:
+            verdict = _default_verdict(status, attempt.headers)
+        if status == 401 and transfer.auth is not None and not verdict.auth:
+            if state.refreshed:
+                raise AuthRequired(f"the server refused the credential (HTTP 401) for {_short(transfer.url)}",
+                                   hint="sign in again: pixsrc auth login <source>")
+            state.refreshed = True
+            transfer.auth.unauthorized(attempt.sent_headers)  # raises AuthRequired if it cannot
+            self._later(timers, job, 0.0)
+            return None
+        if verdict.auth:
+            raise AuthRequired(verdict.message)
+        if verdict.retry:
+            return self._retry(job, state, timers, verdict.message, verdict.retry_after)
+        return self._fail(job, verdict.message, status)
+
+    def _retry(self, job: Job, state: _Retries, timers: list[_Timer], reason: str,
+               retry_after: float | None) -> Result | None:
+        if state.network >= self.policy.retries:
+            return self._fail(job, f"{reason} (gave up after {state.network + 1} attempts)")
+        if retry_after is not None and retry_after > self.policy.max_retry_after:
+            return self._fail(job, f"{reason}: asked to retry after {retry_after:.0f} s")
+        delay = self.policy.delay(state.network, retry_after)
+        state.network += 1
+        self._later(timers, job, delay)
+        return None
+
+    @staticmethod
+    def _fail(job: Job, message: str, status: int = 0) -> Result:
+        return Result(job.key, "failed", status, error=message)
+
+    # -- local copies (local-fs) ---------------------------------------------------------------
+
+    def _copy(self, job: Job) -> Result:
+        """Copy a local file into ``part``, hashing as it goes: the same checks as a download."""
+        assert job.transfer.local_path is not None
+        sha256 = hashlib.sha256()
+        check = new_hasher(job.checksum) if job.checksum and job.checksum != "sha256" else None
+        size = 0
+        try:
+            with open(job.transfer.local_path, "rb") as src, open(job.part, "wb") as out:
+                while chunk := src.read(COPY_CHUNK):
+                    if self.cancel.is_set():
+                        raise KeyboardInterrupt
+                    out.write(chunk)
+                    sha256.update(chunk)
+                    if check is not None:
+                        check.update(chunk)
+                    size += len(chunk)
+                    if self.on_bytes is not None:
+                        self.on_bytes(len(chunk))
+        except OSError as exc:
+            job.part.unlink(missing_ok=True)
+            return Result(job.key, "failed", error=f"{exc.strerror or exc}: {job.transfer.local_path}")
+        return Result(job.key, "done", 0, size, sha256.hexdigest(), check.hexdigest() if check else None,
+                      received=size)
+
+
+def _default_verdict(status: int, headers: Mapping[str, str]) -> TransferError:
+    if status in RETRY_STATUSES:
+        return TransferError(f"HTTP {status}", retry=True,
+                             retry_after=retry_after_seconds(headers.get("retry-after")))
+    if status == 401:
+        return TransferError("HTTP 401: the credential was refused")
+    return TransferError(f"HTTP {status}" if status else "no HTTP answer")
+
+
+def _curl_reason(code: int, message: str) -> str:
+    if code in (pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CACERT_BADFILE):
+        return f"TLS certificate not trusted: {message} (a private CA? set SSL_CERT_FILE)"
+    if code == pycurl.E_OPERATION_TIMEDOUT:
+        return f"timed out: {message}"
+    return message
+
+
+def _header_line(name: str, value: str) -> str:
+    """``Name: value``; CR, LF or NUL in either would split the request, so they are refused."""
+    for text in (name, value):
+        if any(c in text for c in "\r\n\0"):
+            raise ValueError(f"refusing to send the header {name!r}: it contains a line break or NUL")
+    if not name or ":" in name:
+        raise ValueError(f"refusing to send an invalid header name {name!r}")
+    return f"{name}: {value}" if value else f"{name};"  # "Name;" sends an empty value
+
+
+def _clean(value: str | None) -> str | None:
+    """A validator fit to echo back in If-Range / If-None-Match (no control characters)."""
+    if value is None or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return None
+    return value
+
+
+def _wire_url(url: str) -> str:
+    """Percent-encode what must be (spaces, non-ASCII) and IDNA-encode the host, as httpx does."""
+    if url.isascii() and " " not in url and url.isprintable():
+        return url
+    import httpx
+
+    try:
+        return str(httpx.URL(url))
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        raise ValueError(f"invalid URL: {exc}") from None
+
+
+def _short(url: str) -> str:
+    from pixsrc.api import safe_url
+
+    return safe_url(url)
+
+
+def hash_file(path: Path | str, algorithm: str = "sha256") -> str:
+    digest = new_hasher(algorithm)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(COPY_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def os_error(exc: OSError) -> str:
+    return f"{exc.strerror or type(exc).__name__}" + (f": {exc.filename}" if exc.filename else "")
+

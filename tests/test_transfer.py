@@ -1,0 +1,321 @@
+"""The data plane (pixsrc.transfer, libcurl multi) against real servers on 127.0.0.1 that misbehave
+on purpose: one regression test per defect the hand-made client had (issue 7)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.raw_http import DROP, Answer, ForwardProxy, RawServer, informational, redirect, response
+from support.tls import CA, make_ca
+
+from pixsrc.api import RetryPolicy, ca_paths
+from pixsrc.errors import AuthRequired
+from pixsrc.transfer import Job, Result, TransferLoop
+from pixsrc.types import Transfer, TransferError
+
+FAST = RetryPolicy(retries=3, base=0.001, cap=0.01)
+
+
+def run(work: list[Job], **options: Any) -> list[Result]:
+    options.setdefault("policy", FAST)
+    loop = TransferLoop(**options)
+    try:
+        return list(loop.run(work))
+    finally:
+        loop.close()
+
+
+def one(tmp_path: Path, transfer: Transfer, **job: Any) -> tuple[Result, Path]:
+    part = tmp_path / "asset.part"
+    (result,) = run([Job("k", transfer, part, **job)])
+    return result, part
+
+
+class Bearer:
+    """A real TransferAuth: hands out t1, then t2 once told the server refused t1."""
+
+    def __init__(self, refuse_after: int = 1) -> None:
+        self.token = "t1"
+        self.refreshes = 0
+        self.refuse_after = refuse_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def unauthorized(self, sent: Mapping[str, str]) -> None:
+        self.refreshes += 1
+        if self.refreshes > self.refuse_after:
+            raise AuthRequired("refresh refused")
+        self.token = f"t{self.refreshes + 1}"
+
+
+@pytest.fixture
+def private_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CA]:
+    ca = make_ca(tmp_path / "ca")
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.path))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    clear = getattr(ca_paths, "cache_clear", None)
+    if clear:
+        clear()
+    yield ca
+    if clear:
+        clear()
+
+
+# -- credentials and redirects ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["bearer", "api-key header"])
+def test_https_to_http_redirect_on_the_same_host_drops_the_credential(tmp_path: Path, private_ca: CA,
+                                                                      how: str) -> None:
+    tls = private_ca.server_context("127.0.0.1")
+    with RawServer([], tls=tls, plain_too=True) as server:
+        server.script = [redirect(server.plain_url + "/plain.jpg"), response(200, b"plain bytes")]
+        if how == "bearer":
+            transfer = Transfer(server.url + "/secure.jpg", auth=Bearer())
+        else:
+            transfer = Transfer(server.url + "/secure.jpg", headers={"Authorization": "Bearer KEY"})
+        result, part = one(tmp_path, transfer)
+    assert result.kind == "done" and part.read_bytes() == b"plain bytes"
+    first, second = server.requests
+    assert first.tls and first.header("authorization") is not None
+    assert not second.tls and second.header("authorization") is None
+
+
+def test_a_401_refreshes_once_and_sends_again(tmp_path: Path) -> None:
+    auth = Bearer()
+    with RawServer([response(401, b"expired"), response(200, b"content")]) as server:
+        result, part = one(tmp_path, Transfer(server.url + "/a.jpg", auth=auth))
+    assert result.kind == "done" and part.read_bytes() == b"content"
+    assert auth.refreshes == 1
+    assert [r.header("authorization") for r in server.requests] == ["Bearer t1", "Bearer t2"]
+
+
+def test_a_second_401_after_the_refresh_ends_the_source(tmp_path: Path) -> None:
+    auth = Bearer(refuse_after=5)
+    with RawServer([response(401), response(401)]) as server, pytest.raises(AuthRequired):
+        one(tmp_path, Transfer(server.url + "/a.jpg", auth=auth))
+    assert auth.refreshes == 1 and len(server.requests) == 2
+
+
+# -- framing ---------------------------------------------------------------------------------------
+
+
+def test_100_and_103_before_the_final_answer_are_skipped_and_the_connection_stays_in_sync(tmp_path: Path) -> None:
+    first = (informational(100) + informational(103, [("Link", "</x.css>; rel=preload")])
+             + response(200, b"final one", [("ETag", '"one"')]))
+    with RawServer([first, response(200, b"second", [("ETag", '"two"')])]) as server:
+        jobs = [Job(i, Transfer(f"{server.url}/{i}.jpg"), tmp_path / f"{i}.part") for i in (1, 2)]
+        results = {r.key: r for r in run(jobs, jobs=1)}
+    assert (tmp_path / "1.part").read_bytes() == b"final one" and results[1].etag == '"one"'
+    assert (tmp_path / "2.part").read_bytes() == b"second" and results[2].etag == '"two"'
+    assert server.connections == 1
+
+
+def test_http_1_0_answers_are_not_kept_alive(tmp_path: Path) -> None:
+    answer = Answer(response(200, b"old server", version="HTTP/1.0"), close=True)
+    with RawServer([answer, answer]) as server:
+        jobs = [Job(i, Transfer(f"{server.url}/{i}"), tmp_path / f"{i}.part") for i in (1, 2)]
+        results = run(jobs, jobs=1)
+    assert all(r.kind == "done" for r in results)
+    assert [r.connection for r in server.requests] == [0, 1]
+
+
+@pytest.mark.parametrize("lengths", [("5", "7"), ("-5",)], ids=["conflicting", "negative"])
+def test_bad_content_length_fails_cleanly_without_waiting(tmp_path: Path, lengths: tuple[str, ...]) -> None:
+    bad = Answer(response(200, b"12345", [("Content-Length", n) for n in lengths], length=False), close=True)
+    with RawServer([bad] * 4) as server:
+        result, part = one(tmp_path, Transfer(server.url + "/a.jpg"))
+    assert result.kind == "failed" and result.error
+    assert not part.exists() or part.read_bytes() != b"12345"
+
+
+def test_duplicate_equal_content_length_is_accepted(tmp_path: Path) -> None:
+    answer = response(200, b"12345", [("Content-Length", "5"), ("Content-Length", "5")], length=False)
+    with RawServer([answer]) as server:
+        result, part = one(tmp_path, Transfer(server.url + "/a.jpg"))
+    assert result.kind == "done" and part.read_bytes() == b"12345"
+
+
+def test_a_gzip_encoded_body_is_never_saved_compressed(tmp_path: Path) -> None:
+    body = b"\xff\xd8 an image " * 100
+    answer = response(200, gzip.compress(body), [("Content-Encoding", "gzip")])
+    with RawServer([answer]) as server:
+        result, part = one(tmp_path, Transfer(server.url + "/a.jpg"), expected_size=len(body))
+    assert result.kind == "done" and part.read_bytes() == body
+    assert result.sha256 == hashlib.sha256(body).hexdigest()
+
+
+def test_a_dropped_connection_is_retried_and_the_download_resumed(tmp_path: Path) -> None:
+    body = b"0123456789"
+    cut = Answer(response(200, body, [("ETag", '"v"')])[:-4], close=True)  # 4 bytes short, then gone
+    resumed = response(206, body[6:], [("Content-Range", "bytes 6-9/10"), ("ETag", '"v"')])
+    with RawServer([cut, resumed]) as server:
+        result, part = one(tmp_path, Transfer(server.url + "/a.jpg", validator='"v"'), expected_size=10)
+    assert result.kind == "done" and part.read_bytes() == body
+    assert result.sha256 == hashlib.sha256(body).hexdigest()
+    assert server.requests[1].header("range") == "bytes=6-" and server.requests[1].header("if-range") == '"v"'
+
+
+def test_a_206_with_the_wrong_content_range_restarts_from_zero(tmp_path: Path) -> None:
+    body = b"hello world"
+    part = tmp_path / "asset.part"
+    part.write_bytes(b"hello")
+    wrong = response(206, body, [("Content-Range", "bytes 0-10/11")])
+    with RawServer([wrong, response(200, body)]) as server:
+        (result,) = run([Job("k", Transfer(server.url + "/a.jpg"), part, expected_size=len(body))])
+    assert result.kind == "done" and part.read_bytes() == body
+    assert server.requests[0].header("range") == "bytes=5-"
+    assert server.requests[1].header("range") is None
+
+
+def test_a_416_to_a_resume_starts_over(tmp_path: Path) -> None:
+    part = tmp_path / "asset.part"
+    part.write_bytes(b"stale")
+    with RawServer([response(416), response(200, b"fresh bytes")]) as server:
+        (result,) = run([Job("k", Transfer(server.url + "/a.jpg"), part)])
+    assert result.kind == "done" and part.read_bytes() == b"fresh bytes"
+
+
+def test_a_body_larger_than_listed_fails_at_once(tmp_path: Path) -> None:
+    with RawServer([response(200, b"x" * 5000)]) as server:
+        result, _ = one(tmp_path, Transfer(server.url + "/a.jpg"), expected_size=100)
+    assert result.kind == "failed" and "more than the 100 bytes" in (result.error or "")
+    assert len(server.requests) == 1
+
+
+# -- what goes out -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["a\r\nInjected: yes", "a\nb", "a\0b"])
+def test_line_breaks_and_nul_in_a_header_are_refused_not_sent(tmp_path: Path, value: str) -> None:
+    with RawServer([]) as server:
+        result, _ = one(tmp_path, Transfer(server.url + "/a.jpg", headers={"X-Thing": value}))
+    assert result.kind == "failed" and "line break or NUL" in (result.error or "")
+    assert server.requests == [] and server.connections == 0
+
+
+def test_a_server_etag_with_a_bare_lf_is_never_echoed_with_its_tail(tmp_path: Path) -> None:
+    head = b'HTTP/1.1 200 OK\r\nETag: "a"\nX-Evil: 1\r\nContent-Length: 2\r\n\r\nok'
+    with RawServer([head]) as server:
+        result, _ = one(tmp_path, Transfer(server.url + "/a.jpg"))
+    assert result.kind == "done" and result.etag == '"a"'
+
+
+def test_urls_are_percent_encoded(tmp_path: Path) -> None:
+    with RawServer([response(200, b"x")]) as server:
+        result, _ = one(tmp_path, Transfer(server.url + "/a b/café/日本.jpg?q=x y"))
+    assert result.kind == "done"
+    assert server.requests[0].target == "/a%20b/caf%C3%A9/%E6%97%A5%E6%9C%AC.jpg?q=x%20y"
+
+
+def test_an_idna_host_goes_out_in_punycode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with RawServer([response(200, b"x")]) as server, ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        result, _ = one(tmp_path, Transfer(f"http://bücher.test:{server.port}/a.jpg"))
+    assert result.kind == "done", result.error
+    assert proxy.seen[0].target == f"http://xn--bcher-kva.test:{server.port}/a.jpg"
+    assert server.requests[0].header("host") == f"xn--bcher-kva.test:{server.port}"
+
+
+def test_a_post_transfer_sends_no_form_content_type(tmp_path: Path) -> None:
+    with RawServer([response(200, b"x")]) as server:
+        result, _ = one(tmp_path, Transfer(server.url + "/2/files/download", method="POST",
+                                           headers={"Dropbox-API-Arg": '{"path":"/a.jpg"}'}))
+    assert result.kind == "done"
+    request = server.requests[0]
+    assert request.method == "POST" and request.header("content-type") is None and request.body == b""
+
+
+@pytest.mark.parametrize("no_proxy", ["127.0.0.0/8", None])
+def test_proxies_come_from_the_environment_and_cidr_no_proxy_bypasses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      no_proxy: str | None) -> None:
+    with RawServer([response(200, b"x")]) as server, ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("no_proxy", raising=False)
+        if no_proxy:
+            monkeypatch.setenv("NO_PROXY", no_proxy)
+        else:
+            monkeypatch.delenv("NO_PROXY", raising=False)
+        result, _ = one(tmp_path, Transfer(server.url + "/a.jpg"))
+    assert result.kind == "done"
+    assert len(proxy.seen) == (0 if no_proxy else 1)
+
+
+# -- TLS ----------------------------------------------------------------------------------------------
+
+
+def test_a_private_ca_from_ssl_cert_file_is_trusted(tmp_path: Path, private_ca: CA) -> None:
+    with RawServer([response(200, b"secure")], tls=private_ca.server_context("127.0.0.1")) as server:
+        result, part = one(tmp_path, Transfer(server.url + "/a.jpg"))
+    assert result.kind == "done" and part.read_bytes() == b"secure"
+
+
+def test_an_untrusted_certificate_fails_at_once(tmp_path: Path, private_ca: CA) -> None:
+    stranger = make_ca(tmp_path / "other", "another CA")
+    with RawServer([], tls=stranger.server_context("127.0.0.1")) as server:
+        result, _ = one(tmp_path, Transfer(server.url + "/a.jpg"))
+    assert result.kind == "failed" and "certificate" in (result.error or "").lower()
+    assert server.connections == 1 and server.requests == []
+
+
+# -- retries, conditional requests, cancellation ---------------------------------------------------------
+
+
+def test_429_with_retry_after_and_503_are_retried(tmp_path: Path) -> None:
+    script = [response(429, headers=[("Retry-After", "0")]), response(503), response(200, b"at last")]
+    with RawServer(script) as server:
+        result, part = one(tmp_path, Transfer(server.url + "/a.jpg"))
+    assert result.kind == "done" and part.read_bytes() == b"at last" and len(server.requests) == 3
+
+
+def test_retries_end_with_a_failure_naming_the_status(tmp_path: Path) -> None:
+    with RawServer([response(503)] * 10) as server:
+        result, _ = one(tmp_path, Transfer(server.url + "/a.jpg"))
+    assert result.kind == "failed" and "HTTP 503" in (result.error or "")
+    assert len(server.requests) == FAST.retries + 1
+
+
+def test_a_controller_classifies_its_own_errors(tmp_path: Path) -> None:
+    def on_error(status: int, headers: Mapping[str, str], body: bytes) -> TransferError | None:
+        if status == 403 and b"rateLimitExceeded" in body:
+            return TransferError("rate limited", retry=True, retry_after=0)
+        return TransferError(f"provider says {body.decode()}")
+
+    script = [response(403, b"rateLimitExceeded"), response(404, b"no such file")]
+    with RawServer(script) as server:
+        result, _ = one(tmp_path, Transfer(server.url + "/a.jpg", on_error=on_error))
+    assert result.kind == "failed" and result.error == "provider says no such file" and len(server.requests) == 2
+
+
+def test_a_conditional_get_answered_304_leaves_everything_alone(tmp_path: Path) -> None:
+    with RawServer([response(304, length=False)]) as server:
+        result, part = one(tmp_path, Transfer(server.url + "/a.jpg"), conditional={"If-None-Match": '"v1"'})
+    assert result.kind == "not-modified" and not part.exists()
+    assert server.requests[0].header("if-none-match") == '"v1"'
+
+
+def test_cancel_stops_the_loop_and_keeps_the_part_for_resume(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    body = b"x" * (4 << 20)
+    with RawServer([response(200, body)]) as server:
+        loop = TransferLoop(policy=FAST, cancel=cancel, on_bytes=lambda n: cancel.set())
+        part = tmp_path / "big.part"
+        with pytest.raises(KeyboardInterrupt):
+            list(loop.run([Job("k", Transfer(server.url + "/big.jpg"), part)]))
+        loop.close()
+    assert part.exists() and 0 < part.stat().st_size < len(body)
+
+
+def test_dropped_connections_give_up_after_the_policy_retries(tmp_path: Path) -> None:
+    with RawServer([DROP] * 10) as server:
+        result, _ = one(tmp_path, Transfer(server.url + "/a.jpg"))
+    assert result.kind == "failed" and len(server.requests) == FAST.retries + 1
