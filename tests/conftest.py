@@ -30,6 +30,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if name.startswith("PIXSRC_AUTH_") or name == "PIXSRC_TOKEN_STORE":
             monkeypatch.delenv(name)
     monkeypatch.delenv("NO_COLOR", raising=False)
+    # backoff waits start at 1 ms: retries are tested by counting requests, not by waiting
+    monkeypatch.setenv("PIXSRC_RETRY_BASE", "0.001")
     for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy"):  # tests choose their own
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.upper(), raising=False)

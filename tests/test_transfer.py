@@ -319,3 +319,19 @@ def test_dropped_connections_give_up_after_the_policy_retries(tmp_path: Path) ->
     with RawServer([DROP] * 10) as server:
         result, _ = one(tmp_path, Transfer(server.url + "/a.jpg"))
     assert result.kind == "failed" and len(server.requests) == FAST.retries + 1
+
+
+def test_the_request_rate_cap_spaces_starts_and_lets_every_job_through(tmp_path: Path) -> None:
+    import time
+
+    from pixsrc.api import RateLimit
+
+    with RawServer(lambda seen: response(200, b"x")) as server:
+        jobs = [Job(i, Transfer(f"{server.url}/{i}.jpg"), tmp_path / f"{i}.part") for i in range(6)]
+        started = time.monotonic()
+        results = run(jobs, limit=RateLimit(concurrency=2, per_second=20))
+        elapsed = time.monotonic() - started
+    assert sorted(r.key for r in results if r.kind == "done") == list(range(6))
+    # six starts at 20 per second take at least 5 intervals; a job must never re-book its own slot
+    # (that bug made seven jobs take 40 s), so this ends well within a few seconds
+    assert 0.25 <= elapsed < 5

@@ -27,12 +27,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from pixsrc import redact
 from pixsrc.errors import AuthRequired, ConfigError, UsageError
 from pixsrc.types import OAuthProvider
+
+if TYPE_CHECKING:
+    from pixsrc.api import Api, RateLimit
 
 REFRESH_SKEW = 60.0
 OVERRIDABLE = ("authorize_url", "token_url", "revoke_url", "api_base_url", "content_base_url", "issuer")
@@ -55,9 +58,9 @@ class ProviderSettings:
             return self.extra.get(name) or getattr(self.provider, name)
         raise AttributeError(name)
 
-    def rate_limit(self) -> Any:
+    def rate_limit(self) -> RateLimit:
         """The provider's published limits by default; ``max_concurrency`` / ``requests_per_second`` override."""
-        from pixsrc.http import RateLimit
+        from pixsrc.api import RateLimit
 
         return RateLimit(self.extra.get("max_concurrency", self.provider.max_concurrency),
                          self.extra.get("requests_per_second", self.provider.requests_per_second))
@@ -191,9 +194,16 @@ def _token_set(provider: str, answer: Mapping[str, Any], previous: TokenSet | No
     )
 
 
-def token_request(settings: ProviderSettings, form: dict[str, str]) -> dict[str, Any]:
-    """POST to the token endpoint; RFC 6749 section 5.2 errors become AuthRequired (exit 3)."""
-    from pixsrc.http import HttpClient, HttpError
+def token_request(settings: ProviderSettings, form: dict[str, str], *, api: Api | None = None) -> dict[str, Any]:
+    """POST to the token endpoint; RFC 6749 section 5.2 errors become AuthRequired (exit 3).
+
+    Sent once: the POST is not idempotent, so after a lost connection, a timeout or a 5xx it is not
+    resent (a refresh the server processed and we did not hear of would be replayed, and providers
+    that rotate refresh tokens revoke the whole grant on reuse). Only a connection that was never
+    made, a 408 and a 429 are tried again (``pixsrc.api``). ``api``: the client to use (tests inject
+    one with a short timeout or retry policy); by default one for this request.
+    """
+    from pixsrc.api import Api, ApiError, RetryPolicy
 
     provider = settings.provider
     headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
@@ -208,23 +218,28 @@ def token_request(settings: ProviderSettings, form: dict[str, str]) -> dict[str,
         del form["client_id"]
     elif secret:
         form["client_secret"] = secret
-    client = HttpClient(retries=2)
+    # a short policy: someone is waiting at the terminal, and only a refused connection or a 429 is
+    # tried again anyway; 2-3 s in all when the endpoint is down, not the API plane's minutes
+    client = api if api is not None else Api(policy=RetryPolicy(retries=3, base=0.5, cap=2.0, deadline=30.0))
     try:
-        response = client.request("POST", settings.token_url, headers=headers, body=urlencode(form).encode())
-        body = response.read_all(1 << 20)
-    except HttpError as exc:
+        response = client.post(settings.token_url, idempotent=False, headers=headers,
+                               content=urlencode(form).encode())
+    except ApiError as exc:
         raise AuthRequired(f"cannot reach the {provider.display_name} token endpoint: {redact.redact(str(exc))}",
-                           hint=f"check the network (and [providers.{provider.name}] token_url), then retry") from None
+                           hint=f"check the network (and [providers.{provider.name}] token_url), then retry (a token "
+                                "request that may have reached the server is not resent: a reused refresh token can "
+                                "end the sign-in)") from None
     finally:
-        client.close()
+        if api is None:
+            client.close()
     try:
-        answer = json.loads(body) if body else {}
+        answer = json.loads(response.content) if response.content else {}
     except ValueError:
         answer = {}
-    if response.status != 200 or not isinstance(answer, dict) or "error" in answer:
+    if response.status_code != 200 or not isinstance(answer, dict) or "error" in answer:
         error = answer.get("error") if isinstance(answer, dict) else None
         detail = answer.get("error_description") or answer.get("message") if isinstance(answer, dict) else None
-        text = f"{error or 'HTTP ' + str(response.status)}" + (f": {detail}" if detail else "")
+        text = f"{error or 'HTTP ' + str(response.status_code)}" + (f": {detail}" if detail else "")
         raise AuthRequired(f"the {provider.display_name} token endpoint refused: {redact.redact(str(text))}",
                            hint=None)
     return answer
@@ -514,23 +529,23 @@ def store_new_tokens(source_id: str, token_set: TokenSet, store: str | None) -> 
         raise
 
 
-def revoke(settings: ProviderSettings, token_set: TokenSet) -> str:
+def revoke(settings: ProviderSettings, token_set: TokenSet, *, api: Api | None = None) -> str:
     """Revoke at the provider where it supports it; returns what happened, for the user."""
-    from pixsrc.http import HttpClient, HttpError
+    from pixsrc.api import Api, ApiError, RetryPolicy
 
     provider = settings.provider
     url = settings.revoke_url
     if provider.revoke_style == "none" or not url:
         return (f"{provider.display_name} offers no revocation for user tokens; "
                 "disconnect pixsrc in your account settings")
-    client = HttpClient(retries=2)
+    # a short policy: logout should not hang on a provider that is down, it deletes locally anyway
+    client = api if api is not None else Api(policy=RetryPolicy(retries=2, cap=4.0, deadline=20.0))
     try:
         if provider.revoke_style == "bearer":
-            response = client.request("POST", url, headers={"Authorization": f"Bearer {token_set.access_token}"})
-            if response.status == 401 and token_set.refresh_token:
+            response = client.post(url, headers={"Authorization": f"Bearer {token_set.access_token}"})
+            if response.status_code == 401 and token_set.refresh_token:
                 # the access token expired: it cannot authenticate the revocation, a fresh one can
                 # (Dropbox's revoke also kills the refresh token behind it, providers.md 2.1)
-                response.read_all(1 << 16)
                 try:
                     fresh = token_request(settings, {"grant_type": "refresh_token",
                                                      "refresh_token": token_set.refresh_token,
@@ -539,7 +554,7 @@ def revoke(settings: ProviderSettings, token_set: TokenSet) -> str:
                     fresh = {}
                 if isinstance(fresh.get("access_token"), str):
                     redact.register(fresh["access_token"])
-                    response = client.request("POST", url, headers={"Authorization": f"Bearer {fresh['access_token']}"})
+                    response = client.post(url, headers={"Authorization": f"Bearer {fresh['access_token']}"})
         else:
             token = token_set.refresh_token or token_set.access_token or ""
             form = {"token": token, "client_id": settings.client_id or ""}
@@ -550,16 +565,17 @@ def revoke(settings: ProviderSettings, token_set: TokenSet) -> str:
                 headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
             elif secret:
                 form["client_secret"] = secret
-            response = client.request("POST", url, headers=headers, body=urlencode(form).encode())
-        response.read_all(1 << 16)
-    except HttpError as exc:
+            # RFC 7009 section 2.2: revoking an already revoked (or unknown) token answers 200, so a
+            # revocation that may have gone through can be sent again
+            response = client.post(url, idempotent=True, headers=headers, content=urlencode(form).encode())
+    except ApiError as exc:
         return f"could not reach {provider.display_name} to revoke ({redact.redact(str(exc))}); deleted locally only"
     finally:
-        client.close()
-    if response.status in (200, 204):
+        if api is None:
+            client.close()
+    if response.status_code in (200, 204):
         return f"revoked at {provider.display_name}"
-    return f"{provider.display_name} answered HTTP {response.status} to the revocation; deleted locally anyway"
-
+    return f"{provider.display_name} answered HTTP {response.status_code} to the revocation; deleted locally anyway"
 
 
 def status(source_id: str, provider: OAuthProvider) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import os
 import posixpath
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 # C0 and C1 controls, and bidi overrides that make "gpj.exe" look like "exe.jpg"
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -78,22 +78,26 @@ def with_suffix_tag(path: str, asset_id: str) -> str:
     return f"{directory}/{base}" if directory else base
 
 
-def assign_paths(wanted: Iterable[tuple[str, str]], previous: dict[str, str]) -> dict[str, str]:
+def assign_paths(wanted: Iterable[tuple[str, str]], previous: Mapping[str, str]) -> dict[str, str]:
     """Map asset id -> unique local path.
 
     ``wanted`` holds (asset id, sanitised path); ``previous`` maps asset id -> the path it had
     last run. In a clash the asset that already held the path keeps it, else the smallest id;
-    the others get an id-derived ``~xxxxxxxx`` tag before the extension.
+    the others get an id-derived ``~xxxxxxxx`` tag before the extension. Only clashes build
+    groups: a 50,000-asset listing without any stays one dict.
     """
-    groups: dict[str, list[tuple[str, str]]] = {}
-    for asset_id, path in wanted:
-        groups.setdefault(path.casefold(), []).append((asset_id, path))
     result: dict[str, str] = {}
-    taken: set[str] = set(groups)
-    for members in groups.values():
-        if len(members) == 1:
-            result[members[0][0]] = members[0][1]
-            continue
+    taken: dict[str, tuple[str, str]] = {}  # casefolded path -> the first (id, path) that wanted it
+    clashes: dict[str, list[tuple[str, str]]] = {}
+    for asset_id, path in wanted:
+        key = path.casefold()
+        first = taken.get(key)
+        if first is None:
+            taken[key] = (asset_id, path)
+            result[asset_id] = path
+        else:
+            clashes.setdefault(key, [first]).append((asset_id, path))
+    for members in clashes.values():
         members.sort(key=lambda m: (previous.get(m[0], "").casefold() != m[1].casefold(), m[0]))
         keeper, *others = members
         result[keeper[0]] = keeper[1]
@@ -101,7 +105,7 @@ def assign_paths(wanted: Iterable[tuple[str, str]], previous: dict[str, str]) ->
             tagged = with_suffix_tag(path, asset_id)
             while tagged.casefold() in taken:
                 tagged = with_suffix_tag(tagged, asset_id)
-            taken.add(tagged.casefold())
+            taken[tagged.casefold()] = (asset_id, tagged)
             result[asset_id] = tagged
     return result
 

@@ -50,7 +50,7 @@ class Adopt:
     path: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Settled:
     asset: Asset
     path: str
@@ -67,15 +67,15 @@ class Gone:
 Action = Fetch | Rename | Adopt | Settled
 
 
-def decide(asset: Asset, path: str, entry: Entry | None, dest: Path, force: bool,
+def decide(asset: Asset, path: str, entry: Entry | None, dest: str, force: bool,
            plain_parents: Callable[[Path], bool]) -> Action:
-    st = lstat(os.path.join(dest, path))  # a str join: pathlib costs more than the lstat itself
+    st = lstat(os.path.join(dest, path))  # str paths: pathlib costs more than the lstat itself
     if entry is None:
         if st is None or force:
             return Fetch(asset, path, "downloaded")
         return Adopt(asset, path)
     if entry.path != path:
-        old = dest / entry.path
+        old = Path(dest, entry.path)
         if (asset.version and entry.version == asset.version and st is None and plain_parents(old)
                 and intact(lstat(old), entry)):
             return Rename(asset, entry, path)

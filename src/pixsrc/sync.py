@@ -108,6 +108,18 @@ class _Pending:
     mismatches: int = 0
 
 
+class _PathsOf(dict[str, str]):
+    """The manifest's paths by asset id, looked up only for the few assets whose paths clash."""
+
+    def __init__(self, manifest: dict[str, Entry]) -> None:
+        super().__init__()
+        self.manifest = manifest
+
+    def get(self, key: str, default: Any = None) -> Any:
+        entry = self.manifest.get(key)
+        return entry.path if entry is not None else default
+
+
 class _Recorder:
     """Manifest writes in batches: one SQLite transaction per 256 assets or per second."""
 
@@ -182,11 +194,11 @@ class SyncRun:
         wanted = [a for a in unique.values() if selected(a.path, self.options.include, self.options.exclude)]
         self.report.listed = len(wanted)
         manifest = self.state.manifest(self.source_id)
-        paths = assign_paths(((a.id, sanitize_path(a.path)) for a in wanted),
-                             {k: e.path for k, e in manifest.items()})
+        paths = assign_paths(((a.id, sanitize_path(a.path)) for a in wanted), _PathsOf(manifest))
         fetches: list[Fetch] = []
+        dest = str(self.dest)
         for asset in wanted:
-            action = decide(asset, paths[asset.id], manifest.get(asset.id), self.dest, self.options.force,
+            action = decide(asset, paths[asset.id], manifest.get(asset.id), dest, self.options.force,
                             self.tree.plain_parents)
             if isinstance(action, Fetch):
                 fetches.append(action)
@@ -281,7 +293,8 @@ class SyncRun:
             policy = RetryPolicy(retries=self.options.retries, base=policy.base, cap=policy.cap,
                                  deadline=policy.deadline, max_retry_after=policy.max_retry_after)
         loop = TransferLoop(jobs=self.options.jobs, limit=self.limit, policy=policy, cancel=self.cancel,
-                            on_bytes=self.on_bytes, user_agent=self.user_agent or USER_AGENT)
+                            on_bytes=self.on_bytes, user_agent=self.user_agent or USER_AGENT,
+                            auth_hint=f"run: pixsrc auth login {self.source_id}")
         recorder = _Recorder(self.state, self.source_id)
         failures: list[Outcome] = []
         jobs = self._jobs(fetches, done, failures)
@@ -329,7 +342,7 @@ class SyncRun:
             transfer = self.controller.transfer(asset)
         conditional = conditional_headers(item.check) if item.check is not None else {}
         return Job(pending, transfer, part, conditional, asset.size,
-                   asset.checksum.algorithm if asset.checksum else None)
+                   asset.checksum.algorithm if asset.checksum else None, pinned=bool(asset.version))
 
     def _copyable(self, asset: Asset, entry: Entry) -> bool:
         source = self.dest / entry.path
@@ -403,7 +416,7 @@ class SyncRun:
 
         asset = pending.fetch.asset
         return Job(pending, transfer or self.controller.transfer(asset), pending.part, {}, asset.size,
-                   asset.checksum.algorithm if asset.checksum else None)
+                   asset.checksum.algorithm if asset.checksum else None, pinned=bool(asset.version))
 
     def _entry(self, asset: Asset, path: str, target: Path, sha256: str | None, version: str | None = None,
                last_modified: str | None = None) -> Entry:

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import heapq
 import os
+import queue
 import threading
 import time
 from collections import deque
@@ -33,12 +34,14 @@ from urllib.parse import urlsplit
 import pycurl
 
 from pixsrc.api import USER_AGENT, RateLimit, RetryPolicy, ca_paths, default_policy, retry_after_seconds
-from pixsrc.errors import AuthRequired
+from pixsrc.errors import AuthRequired, SourceUnavailable
 from pixsrc.types import Hasher, Transfer, TransferError, new_hasher
 
 BUFFER = 512 * 1024  # libcurl's receive buffer: fewer Python write callbacks for big files
 ERROR_BODY_LIMIT = 64 * 1024
 COPY_CHUNK = 1024 * 1024
+THREADED_HASH_SIZE = 8 << 20  # bodies this big are hashed on a second thread (see _Hashing)
+CHECKS_PER_JOB = 4  # conditional re-checks in flight per --jobs slot
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # libcurl errors that no retry can fix: certificates, bad encodings, size limits, refused URLs
 FATAL_CURL_ERRORS = frozenset({
@@ -66,6 +69,12 @@ class Job:
     conditional: Mapping[str, str] = field(default_factory=dict)
     expected_size: int | None = None
     checksum: str | None = None
+    pinned: bool = True
+    """``part``'s name pins the asset's version (the listing versions it), so an earlier run's part
+    may be resumed without a validator; False for assets the listing could not version."""
+    seen_validator: str | None = None
+    """The ETag (else Last-Modified) of the answer that started ``part`` in this run: a resume of an
+    asset the listing could not version sends it in ``If-Range``, so a changed file comes back whole."""
 
 
 @dataclass
@@ -96,8 +105,7 @@ class _Attempt:
         self.headers: dict[str, str] = {}
         self.sent_headers: dict[str, str] = {}
         self.file: Any = None
-        self.sha256: Any = hashlib.sha256()
-        self.check: Hasher | None = None
+        self.hashing = _Hashing(None, threaded=False)
         self.written = 0
         self.received = 0
         self.error_body = bytearray()
@@ -134,9 +142,7 @@ class _Attempt:
             self.problem = f"the server sent more than the {limit} bytes the source listed"
             return 0
         self.file.write(data)
-        self.sha256.update(data)
-        if self.check is not None:
-            self.check.update(data)
+        self.hashing.update(data)
         self.written = size
         if self.on_bytes is not None:
             self.on_bytes(len(data))
@@ -164,23 +170,67 @@ class _Attempt:
 
     def _open(self, resume: bool) -> None:
         job = self.job
-        self.check = new_hasher(job.checksum) if job.checksum and job.checksum != "sha256" else None
+        if not resume:
+            job.seen_validator = _clean(self.headers.get("etag")) or _clean(self.headers.get("last-modified"))
+        length = self.headers.get("content-length", "")
+        self.hashing = _Hashing(job.checksum, threaded=length.isdigit() and int(length) >= THREADED_HASH_SIZE)
         if resume:
             self.file = open(job.part, "r+b")  # noqa: SIM115 - closed in finish()
             self.file.truncate(self.offset)
             while chunk := self.file.read(COPY_CHUNK):  # re-hash the part we keep
-                self.sha256.update(chunk)
-                if self.check is not None:
-                    self.check.update(chunk)
+                self.hashing.update(chunk)
             self.written = self.offset
         else:
             self.file = open(job.part, "wb")  # noqa: SIM115 - closed in finish()
             self.offset = 0
 
     def close_file(self) -> None:
+        self.hashing.finish()
         if self.file is not None:
             self.file.close()
             self.file = None
+
+
+class _Hashing:
+    """sha256 (for the manifest) and the source's own checksum over the bytes written.
+
+    For a big body the hashing runs on a second thread: hashlib releases the GIL, so it overlaps
+    libcurl's receiving and the file writes (a 512 MiB download went from 0.93 s to 0.85 s; curl
+    takes 0.75 s). The queue is bounded, so a slow CPU slows the download instead of filling memory.
+    Small bodies hash inline: handing 50 KB to a thread costs more than hashing it.
+    """
+
+    def __init__(self, checksum: str | None, threaded: bool) -> None:
+        self.sha256 = hashlib.sha256()
+        self.check: Hasher | None = new_hasher(checksum) if checksum and checksum != "sha256" else None
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._queue = queue.Queue(maxsize=64)
+            self._thread = threading.Thread(target=self._work, name="pixsrc-hash", daemon=True)
+            self._thread.start()
+
+    def update(self, data: bytes) -> None:
+        if self._queue is not None:
+            self._queue.put(data)
+        else:
+            self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        self.sha256.update(data)
+        if self.check is not None:
+            self.check.update(data)
+
+    def _work(self) -> None:
+        assert self._queue is not None
+        while (data := self._queue.get()) is not None:
+            self._feed(data)
+
+    def finish(self) -> None:
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._queue = self._thread = None
 
 
 @dataclass(order=True)
@@ -188,6 +238,7 @@ class _Timer:
     when: float
     seq: int
     job: Job = field(compare=False)
+    booked: bool = field(default=False, compare=False)  # a rate-limit start already reserved
 
 
 @dataclass
@@ -206,11 +257,15 @@ class TransferLoop:
     def __init__(self, *, jobs: int = 8, limit: RateLimit | None = None,
                  policy: RetryPolicy | None = None, cancel: threading.Event | None = None,
                  on_bytes: Callable[[int], None] | None = None, user_agent: str = USER_AGENT,
-                 connect_timeout: float = 15.0, stall_seconds: int = 30) -> None:
+                 connect_timeout: float = 15.0, stall_seconds: int = 30, auth_hint: str | None = None) -> None:
         cap = jobs
         if limit is not None and limit.concurrency:
             cap = min(cap, limit.concurrency)
         self.concurrency = max(1, cap)
+        self.check_concurrency = max(self.concurrency, CHECKS_PER_JOB * jobs)
+        if limit is not None and limit.concurrency:
+            self.check_concurrency = min(self.check_concurrency, limit.concurrency)
+        self._cafile, self._capath = ca_paths()  # once per loop: it scans a folder
         self.limit = limit
         self.policy = policy or default_policy()
         self.cancel = cancel or threading.Event()
@@ -218,8 +273,9 @@ class TransferLoop:
         self.user_agent = user_agent
         self.connect_timeout = connect_timeout
         self.stall_seconds = stall_seconds
+        self.auth_hint = auth_hint  # "run: pixsrc auth login <id>", for a credential refused for good
         self.multi = pycurl.CurlMulti()
-        self.multi.setopt(pycurl.M_MAX_HOST_CONNECTIONS, self.concurrency)
+        self.multi.setopt(pycurl.M_MAX_HOST_CONNECTIONS, self.check_concurrency)
         # the same environment httpx reads: HTTP_PROXY as well as http_proxy (libcurl alone takes only
         # the lower-case one for http), NO_PROXY with CIDR entries (libcurl >= 7.86 matches those)
         import urllib.request
@@ -249,6 +305,7 @@ class TransferLoop:
         active: dict[pycurl.Curl, _Attempt] = {}
         retries: dict[int, _Retries] = {}
         received: dict[int, int] = {}
+        booked: set[int] = set()
         exhausted = False
         try:
             while True:
@@ -256,8 +313,11 @@ class TransferLoop:
                     raise KeyboardInterrupt
                 now = time.monotonic()
                 while timers and timers[0].when <= now:
-                    queue.appendleft(heapq.heappop(timers).job)
-                while len(active) < self.concurrency:
+                    timer = heapq.heappop(timers)
+                    if timer.booked:
+                        booked.add(id(timer.job))
+                    queue.appendleft(timer.job)
+                while True:
                     if not queue:
                         if exhausted:
                             break
@@ -266,12 +326,16 @@ class TransferLoop:
                             exhausted = True
                             break
                         queue.append(job)
+                    if len(active) >= self._cap(queue[0]):
+                        break
                     job = queue.popleft()
                     if job.transfer.local_path is not None:
                         yield self._copy(job)
                         continue
-                    if self.limit is not None and (delay := self.limit.book()) > 0:
-                        self._later(timers, job, delay)
+                    if id(job) in booked:
+                        booked.discard(id(job))  # its start was booked when it was put on the timer
+                    elif self.limit is not None and (delay := self.limit.book()) > 0:
+                        self._later(timers, job, delay, booked=True)
                         continue
                     started = self._start(job, retries.setdefault(id(job), _Retries()))
                     if isinstance(started, Result):
@@ -283,7 +347,11 @@ class TransferLoop:
                 if active:
                     self._perform()
                     yield from self._finished(active, timers, retries, received)
-                    if active and not queue:
+                    # wait for the network only when no freed slot can be filled right now
+                    waiting = queue[0] if queue else None
+                    can_start = (len(active) < self._cap(waiting) if waiting is not None
+                                 else not exhausted and len(active) < self.concurrency)
+                    if active and not can_start:
                         # EINTR (a signal arrived) is an error here; the cancel check above decides
                         with contextlib.suppress(pycurl.error):
                             self.multi.select(self._select_timeout(timers))
@@ -294,6 +362,11 @@ class TransferLoop:
                 self.multi.remove_handle(handle)
                 attempt.close_file()  # the .part stays: the next run resumes it
                 handle.close()
+
+    def _cap(self, job: Job) -> int:
+        """Handles in flight before ``job`` may start: a conditional re-check moves no body, so
+        checks may use more connections (as rclone's checkers do) within the provider's cap."""
+        return self.check_concurrency if job.conditional else self.concurrency
 
     def _select_timeout(self, timers: list[_Timer]) -> float:
         timeout = 1.0
@@ -310,9 +383,9 @@ class TransferLoop:
             if code != pycurl.E_CALL_MULTI_PERFORM:
                 return
 
-    def _later(self, timers: list[_Timer], job: Job, delay: float) -> None:
+    def _later(self, timers: list[_Timer], job: Job, delay: float, booked: bool = False) -> None:
         self._seq += 1
-        heapq.heappush(timers, _Timer(time.monotonic() + delay, self._seq, job))
+        heapq.heappush(timers, _Timer(time.monotonic() + delay, self._seq, job, booked))
 
     def _start(self, job: Job, state: _Retries) -> tuple[pycurl.Curl, _Attempt] | Result:
         transfer = job.transfer
@@ -329,10 +402,13 @@ class TransferLoop:
                     offset = 0
                 if job.expected_size is not None and offset >= job.expected_size:
                     offset = 0  # complete or too long: an earlier run's leftover, start over
+            validator = transfer.validator or job.seen_validator
+            if offset and not validator and not job.pinned:
+                offset = 0  # a part from an earlier run of an unversioned asset: nothing proves it current
             if offset:
                 headers["Range"] = f"bytes={offset}-"
-                if transfer.validator:
-                    headers["If-Range"] = transfer.validator
+                if validator:
+                    headers["If-Range"] = validator
             lines = [_header_line(name, value) for name, value in headers.items()]
             url = _wire_url(transfer.url)
         except ValueError as exc:
@@ -361,11 +437,10 @@ class TransferLoop:
         handle.setopt(pycurl.BUFFERSIZE, BUFFER)
         handle.setopt(pycurl.PIPEWAIT, 1)  # wait for an HTTP/2 connection to multiplex on
         handle.setopt(pycurl.NOSIGNAL, 1)
-        cafile, capath = ca_paths()
-        if cafile:
-            handle.setopt(pycurl.CAINFO, cafile)
-        if capath:
-            handle.setopt(pycurl.CAPATH, capath)
+        if self._cafile:
+            handle.setopt(pycurl.CAINFO, self._cafile)
+        if self._capath:
+            handle.setopt(pycurl.CAPATH, self._capath)
         proxy = self._proxies.get(urlsplit(url).scheme)
         if proxy:
             handle.setopt(pycurl.PROXY, proxy)
@@ -422,11 +497,11 @@ class TransferLoop:
         if 200 <= status < 300:
             if attempt.file is None and not attempt.started:
                 open(job.part, "wb").close()  # an empty body: an empty file  # noqa: SIM115
-                attempt.sha256 = hashlib.sha256()
-                attempt.check = new_hasher(job.checksum) if job.checksum and job.checksum != "sha256" else None
+                attempt.hashing = _Hashing(job.checksum, threaded=False)
                 attempt.written = 0
-            return Result(job.key, "done", status, attempt.written, attempt.sha256.hexdigest(),
-                          attempt.check.hexdigest() if attempt.check else None,
+            hashing = attempt.hashing
+            return Result(job.key, "done", status, attempt.written, hashing.sha256.hexdigest(),
+                          hashing.check.hexdigest() if hashing.check else None,
                           etag=_clean(attempt.headers.get("etag")),
                           last_modified=_clean(attempt.headers.get("last-modified")))
         if status == 304 and job.conditional:
@@ -442,13 +517,15 @@ class TransferLoop:
         if status == 401 and transfer.auth is not None and not verdict.auth:
             if state.refreshed:
                 raise AuthRequired(f"the server refused the credential (HTTP 401) for {_short(transfer.url)}",
-                                   hint="sign in again: pixsrc auth login <source>")
+                                   hint=self.auth_hint)
             state.refreshed = True
             transfer.auth.unauthorized(attempt.sent_headers)  # raises AuthRequired if it cannot
             self._later(timers, job, 0.0)
             return None
         if verdict.auth:
-            raise AuthRequired(verdict.message)
+            raise AuthRequired(verdict.message, hint=verdict.hint or self.auth_hint)
+        if verdict.unavailable:
+            raise SourceUnavailable(verdict.message, hint=verdict.hint)
         if verdict.retry:
             return self._retry(job, state, timers, verdict.message, verdict.retry_after)
         return self._fail(job, verdict.message, status)
@@ -524,7 +601,7 @@ def _header_line(name: str, value: str) -> str:
 
 def _clean(value: str | None) -> str | None:
     """A validator fit to echo back in If-Range / If-None-Match (no control characters)."""
-    if value is None or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+    if value is None or not value.isprintable():
         return None
     return value
 

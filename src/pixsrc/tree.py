@@ -42,6 +42,7 @@ class SafeTree:
     def __init__(self, dest: Path) -> None:
         self.dest = dest
         self._safe_dirs: set[Path] = set()
+        self._parts: dict[Path, set[str]] = {}
         self._made = False
 
     def make_dest(self) -> None:
@@ -93,12 +94,27 @@ class SafeTree:
         """The ``.part`` file for this asset version, its folder made safe; with ``drop_others``
         the parts of other versions of the asset (never resumable) are removed."""
         self.safe_parent(target)
-        part = target.parent / part_name(asset_id, version)
+        folder = target.parent
+        name = part_name(asset_id, version)
         if drop_others:
-            for stale in target.parent.glob(part_prefix(asset_id) + "-*.part"):
-                if stale != part:
-                    stale.unlink(missing_ok=True)
-        return part
+            prefix = part_prefix(asset_id)
+            present = self._parts_in(folder)
+            for stale in [n for n in present if n.startswith(prefix) and n != name]:
+                (folder / stale).unlink(missing_ok=True)
+                present.discard(stale)
+        return folder / name
+
+    def _parts_in(self, folder: Path) -> set[str]:
+        """The ``.part`` files a folder held when first asked: one scandir per folder, not a glob per file."""
+        names = self._parts.get(folder)
+        if names is None:
+            try:
+                with os.scandir(folder) as entries:
+                    names = {e.name for e in entries if e.name.startswith(".pixsrc-") and e.name.endswith(".part")}
+            except OSError:
+                names = set()
+            self._parts[folder] = names
+        return names
 
     def install(self, part: Path, target: Path, rel: str) -> None:
         st = lstat(target)

@@ -260,13 +260,17 @@ class TransferError:
     """What a controller makes of a failed answer (see ``Transfer.on_error``).
 
     ``retry``: try again later (after ``retry_after`` seconds if given, else the backoff policy);
-    ``auth``: the credential was refused for good, the source ends with exit 3.
+    ``auth``: the credential was refused for good, the source ends with exit 3;
+    ``unavailable``: nothing more can come from this source now (a daily quota), it ends with exit 4.
     """
 
     message: str
     retry: bool = False
     retry_after: float | None = None
     auth: bool = False
+    unavailable: bool = False
+    hint: str | None = None
+    """The fix, for ``auth`` and ``unavailable`` ("store its API key: pixsrc auth login x")."""
 
 
 @dataclass(frozen=True)
@@ -290,6 +294,9 @@ class Transfer:
     resumable: bool = True
     validator: str | None = None
     """A strong ETag (or an HTTP date) that identifies the listed version, sent in ``If-Range``."""
+    rate_limited: bool = True
+    """Counts against the provider's request caps; False for downloads from a CDN (Pinterest's
+    images), which the API's limits do not cover."""
     local_path: str | None = None
     """Copy this local file instead of downloading (local-fs)."""
     on_error: Callable[[int, Mapping[str, str], bytes], TransferError | None] | None = dc_field(

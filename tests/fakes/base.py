@@ -2,7 +2,8 @@
 
 * :class:`FakeServer` - a real HTTP/1.1 server (``ThreadingHTTPServer``) on 127.0.0.1, port 0, in a
   background thread, with keep-alive and ``TCP_NODELAY``. Every request is logged in ``requests``;
-  one-shot faults (``fail_next`` / ``truncate_next``) are consumed before the route runs.
+  one-shot faults (``fail_next`` / ``truncate_next`` / ``wrong_range_next``) are consumed before the
+  route runs.
 * :class:`OAuthServer` - the OAuth 2.0 authorization-code grant (RFC 6749 §4.1) with PKCE (RFC 7636),
   refresh (RFC 6749 §6), optional refresh-token rotation, revocation and a Bearer check. Providers
   subclass it to give their own error bodies and token-response extras (see providers.md §1.1-1.3,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import fnmatch
 import functools
 import hashlib
@@ -124,13 +126,15 @@ class Fault:
     method: str | None
     path: str | None  # fnmatch glob on the URL path, e.g. "/drive/v3/files/*"
     when: Callable[[Request], bool] | None
-    response: Response | None  # None: truncate the real response instead
+    response: Response | None  # None: truncate the real response instead (or, with range_from, re-range it)
+    range_from: int | None = None  # answer a Range request as if it had asked for ``bytes=<range_from>-``
 
     def matches(self, req: Request) -> bool:
         return (
             self.remaining > 0
             and (self.method is None or self.method.upper() == req.method)
             and (self.path is None or fnmatch.fnmatchcase(req.path, self.path))
+            and (self.range_from is None or "range" in req.headers)
             and (self.when is None or self.when(req))
         )
 
@@ -245,6 +249,21 @@ class FakeServer:
         with self._lock:
             self._faults.append(Fault(times, method, path, when, None))
 
+    def wrong_range_next(
+        self,
+        *,
+        start: int = 0,
+        times: int = 1,
+        method: str | None = None,
+        path: str | None = None,
+        when: Callable[[Request], bool] | None = None,
+    ) -> None:
+        """Answer the next matching request that carries ``Range`` as if it had asked for
+        ``bytes=<start>-``: a well-formed 206 whose ``Content-Range`` is not the range asked for (a server
+        or cache that ignores the start). Requests without ``Range`` do not consume it."""
+        with self._lock:
+            self._faults.append(Fault(times, method, path, when, None, range_from=start))
+
     def pending_faults(self) -> int:
         with self._lock:
             return sum(f.remaining for f in self._faults)
@@ -285,6 +304,8 @@ class FakeServer:
         fault = self._take_fault(req)
         if fault is not None and fault.response is not None:
             return fault.response, False
+        if fault is not None and fault.range_from is not None:
+            req = dataclasses.replace(req, headers={**req.headers, "range": f"bytes={fault.range_from}-"})
         if route is None:
             resp = self.not_found(req)
         else:
@@ -292,7 +313,7 @@ class FakeServer:
                 resp = route[0](req, **route[1])
             except Abort as exc:
                 resp = exc.response
-        return resp, fault is not None
+        return resp, fault is not None and fault.range_from is None
 
     def not_found(self, req: Request) -> Response:  # overridden per provider
         return text_response(404, "Not Found")
@@ -311,6 +332,9 @@ class OneServerFake:
 
     def truncate_next(self, **kwargs: Any) -> None:
         self.server.truncate_next(**kwargs)
+
+    def wrong_range_next(self, **kwargs: Any) -> None:
+        self.server.wrong_range_next(**kwargs)
 
 
 class _Handler(BaseHTTPRequestHandler):

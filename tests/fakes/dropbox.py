@@ -228,6 +228,10 @@ class DropboxFake:
     def truncate_next(self, *, host: str = "content", **kwargs: Any) -> None:
         self._server(host).truncate_next(**kwargs)
 
+    def wrong_range_next(self, *, host: str = "content", **kwargs: Any) -> None:
+        """The next download with ``Range`` is answered from another start (see FakeServer.wrong_range_next)."""
+        self._server(host).wrong_range_next(**kwargs)
+
     def fail_next_rate_limit(
         self,
         retry_after: int = 1,

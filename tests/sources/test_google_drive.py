@@ -1,9 +1,10 @@
 """google-drive against the fake Drive v3 + Google OAuth server (tests/fakes/google_drive.py).
 
-Controller-level tests build a SourceContext by hand (a static bearer token from the fake); the
-end-to-end tests run the real `pixsrc` command: add, auth login (subprocess, fake browser), fetch,
-auth status, auth logout. Every test checks that the fake saw no request the Drive OpenAPI
-description does not allow (``violations``).
+Controller-level tests build a SourceContext by hand (a static bearer token from the fake, an Api
+that backs off in milliseconds); they list, and check each ``Transfer`` by sending what it describes
+once (``attempt``). The end-to-end tests run the real `pixsrc` command, whose engine moves the bytes:
+add, auth login (subprocess, fake browser), fetch, auth status, auth logout. Every test checks that
+the fake saw no request the Drive OpenAPI description does not allow (``violations``).
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fakes.google_drive import DriveFake, Request, google_error, json_response
 from support.cli import run, run_subprocess
 
 from pixsrc import oauth
-from pixsrc.errors import AssetError, SourceUnavailable
+from pixsrc.api import Api, RateLimit, RetryPolicy
+from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
 from pixsrc.sources.google_drive import PROVIDER, SNAPSHOT_KEY, SOURCE_TYPE, GoogleDriveController, Snapshot
-from pixsrc.testing import check_controller, read_asset
-from pixsrc.types import Asset, MemoryCache, SourceContext
+from pixsrc.testing import check_controller, fetch_transfer
+from pixsrc.types import Asset, MemoryCache, SourceContext, Transfer, TransferError
 
 FAKE_BROWSER = Path(__file__).resolve().parent.parent / "support" / "fake_browser.py"
 JPEG = b"\xff\xd8\xff\xe0 jpeg "
@@ -73,14 +76,27 @@ def drive() -> Iterator[DriveFake]:
         assert fake.violations == []
 
 
-@pytest.fixture(autouse=True)
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Backoff waits made instant; the retry logic itself still runs."""
-    import pixsrc.http
-    import pixsrc.sync
+FAST = RetryPolicy(base=0.001, cap=0.01, deadline=30)
 
-    monkeypatch.setattr(pixsrc.sync, "backoff_delay", lambda attempt, *a, **k: 0.0)
-    monkeypatch.setattr(pixsrc.http, "backoff_delay", lambda attempt, *a, **k: 0.0)
+
+class FastContext(SourceContext):
+    """Its Api backs off in milliseconds: the retry logic runs, the test does not wait."""
+
+    def api(self, **options: Any) -> Api:
+        options.setdefault("policy", FAST)
+        options.setdefault("limit", RateLimit(16))  # generous, and independent of pixsrc.oauth's settings
+        return super().api(**options)
+
+
+def attempt(transfer: Transfer, offset: int = 0) -> tuple[int, bytes, TransferError | None]:
+    """Perform ``transfer`` once as the engine would (pixsrc.testing.fetch_transfer: libcurl, its auth,
+    one refresh after a 401), without the engine's retries and resume logic (tested end to end): the
+    answer's status and body, and what ``on_error`` makes of a refusal."""
+    answer = fetch_transfer(transfer, headers={"Range": f"bytes={offset}-"} if offset else None)
+    error = None
+    if answer.status >= 400 and transfer.on_error is not None:
+        error = transfer.on_error(answer.status, answer.headers, answer.body[:65536])
+    return answer.status, answer.body, error
 
 
 class Ctx:
@@ -98,9 +114,11 @@ class Ctx:
 
     def controller(self, **overrides: Any) -> GoogleDriveController:
         model = SOURCE_TYPE.validate({**self.config, **overrides}, "sources.gd.config")
-        context = SourceContext("gd", "gd", model, jobs=4, auth=self.auth, provider=self.settings,
-                                cache=self.cache, warn=self.warnings.append)
-        return SOURCE_TYPE.factory(context)
+        context = FastContext("gd", "gd", model, jobs=4, auth=self.auth, provider=self.settings,
+                              cache=self.cache, warn=self.warnings.append)
+        controller = SOURCE_TYPE.factory(context)
+        assert isinstance(controller, GoogleDriveController)
+        return controller
 
     def listing(self, **overrides: Any) -> tuple[dict[str, Asset], int]:
         """path -> asset, and the number of API requests the listing sent."""
@@ -111,12 +129,23 @@ class Ctx:
         finally:
             controller.close()
 
-    def read(self, asset: Asset, offset: int = 0) -> tuple[int, bytes]:
+    def transfer(self, asset: Asset) -> Transfer:
         controller = self.controller()
         try:
-            return read_asset(controller, asset, offset)
+            return controller.transfer(asset)
         finally:
             controller.close()
+
+    def read(self, asset: Asset) -> bytes:
+        """The asset's bytes, fetched the way its Transfer says (which must work the first time)."""
+        status, data, error = attempt(self.transfer(asset))
+        assert status == 200 and error is None, (status, error)
+        return data
+
+    def refusal(self, asset: Asset) -> TransferError:
+        status, _, error = attempt(self.transfer(asset))
+        assert status >= 400 and error is not None, status
+        return error
 
 
 def api_requests(drive: DriveFake, path: str = "/drive/v3/*") -> list[Request]:
@@ -174,8 +203,9 @@ def test_listing_walks_by_id_with_the_documented_request_shape(drive: DriveFake)
     assert api_requests(drive)[0].path == "/drive/v3/changes/startPageToken"  # taken BEFORE the listing
 
     for path, asset in assets.items():
-        start, data = ctx.read(asset)
-        assert start == 0
+        transfer = ctx.transfer(asset)
+        assert (transfer.method, transfer.resumable, transfer.auth, transfer.body) == ("GET", True, ctx.auth, None)
+        data = ctx.read(asset)
         name = path.rsplit("/", 1)[-1].replace("\uff0f", "/")
         (fid,) = [f.id for f in drive.files.values() if f.name == name and not f.trashed]
         assert data == drive.files[fid].data
@@ -203,7 +233,8 @@ def test_docs_skipped_drawings_exported_and_locked_files_reported(drive: DriveFa
     exported = assets["Diagram.png"]
     assert exported.size is None and exported.checksum is None and exported.media_type == "image/png"
     assert exported.version.startswith("export:image/png:")
-    assert ctx.read(exported) == (0, PNG + b"drawing")
+    assert ctx.read(exported) == PNG + b"drawing"
+    assert not ctx.transfer(exported).resumable  # §1.6: files.export answers no ranges
     (export_request,) = api_requests(drive, "/drive/v3/files/*/export")
     assert export_request.arg("mimeType") == "image/png"
     docs = [w for w in ctx.warnings if "Google Docs" in w]
@@ -211,9 +242,9 @@ def test_docs_skipped_drawings_exported_and_locked_files_reported(drive: DriveFa
     assert any("locked.jpg" in w and "canDownload=false" in w for w in ctx.warnings)
 
     svg, _ = ctx.listing(export_drawings="svg")
-    assert sorted(svg) == ["Diagram.svg"] and ctx.read(svg["Diagram.svg"])[1] == b"<svg/>"
+    assert sorted(svg) == ["Diagram.svg"] and ctx.read(svg["Diagram.svg"]) == b"<svg/>"
     jpeg, _ = ctx.listing(export_drawings="jpeg")
-    assert ctx.read(jpeg["Diagram.jpg"])[1] == b"\xff\xd8\xff" + PNG + b"drawing"
+    assert ctx.read(jpeg["Diagram.jpg"]) == b"\xff\xd8\xff" + PNG + b"drawing"
     assert ctx.listing(export_drawings="skip")[0] == {}
 
     # a changed drawing gets a new version; the 10 MB export limit fails that file alone
@@ -221,9 +252,8 @@ def test_docs_skipped_drawings_exported_and_locked_files_reported(drive: DriveFa
     again, _ = ctx.listing()
     assert again["Diagram.png"].version != exported.version
     drive.export_limit = 5
-    with pytest.raises(AssetError, match="10 MB") as caught:
-        ctx.read(again["Diagram.png"])
-    assert not caught.value.retryable
+    refused = ctx.refusal(again["Diagram.png"])
+    assert "10 MB" in refused.message and not refused.retry and not refused.auth
 
 
 def test_shortcuts_are_resolved_loops_and_dangling_ones_skipped(drive: DriveFake) -> None:
@@ -248,7 +278,7 @@ def test_shortcuts_are_resolved_loops_and_dangling_ones_skipped(drive: DriveFake
     again = assets["Inner/Elsewhere link/outside.jpg"]
     assert again.same_as == outside and again.id.endswith(f":{outside}") and again.version == assets[
         "link to outside.jpg"].version
-    assert ctx.read(assets["link to outside.jpg"])[1] == JPEG + b"outside"
+    assert ctx.read(assets["link to outside.jpg"]) == JPEG + b"outside"
     assert any("'loop'" in w and "points back" in w for w in ctx.warnings)
     assert any("'dangling.jpg'" in w and "target is gone" in w for w in ctx.warnings)
 
@@ -303,7 +333,7 @@ def test_shared_drive_lists_with_corpora_drive(drive: DriveFake) -> None:
     (listing,) = api_requests(drive, "/drive/v3/files")
     assert (listing.arg("corpora"), listing.arg("driveId")) == ("drive", team)
     assert api_requests(drive, "/drive/v3/changes/startPageToken")[0].arg("driveId") == team
-    assert ctx.read(assets["t.jpg"])[1] == JPEG + b"team"  # alt=media with supportsAllDrives=true
+    assert ctx.read(assets["t.jpg"]) == JPEG + b"team"  # alt=media with supportsAllDrives=true
 
     drive.add_file("t2.jpg", JPEG + b"2", parent=team)
     drive.add_file("mine2.jpg", JPEG + b"not in the shared drive")
@@ -333,7 +363,7 @@ def test_include_shared_lists_items_shared_with_me(drive: DriveFake) -> None:
     ctx = Ctx(drive, include_shared=True)
     assets, _ = ctx.listing()
     assert sorted(assets) == ["Shared with me/Album/in album.png", "Shared with me/gift.jpg", "mine.jpg"]
-    assert ctx.read(assets["Shared with me/Album/in album.png"])[1] == PNG + b"album"
+    assert ctx.read(assets["Shared with me/Album/in album.png"]) == PNG + b"album"
     shared_q = [r for r in api_requests(drive, "/drive/v3/files") if "sharedWithMe" in (r.arg("q") or "")]
     assert len(shared_q) == 1 and shared_q[0].arg("corpora") is None
     assert ctx.cache.get(SNAPSHOT_KEY) is None  # listed in full every run (see the README)
@@ -515,6 +545,104 @@ def test_listing_permission_errors_are_not_retried(drive: DriveFake) -> None:
     assert len(api_requests(drive, "/drive/v3/files")) == 1
 
 
+GARBAGE_PAGES = [
+    (b"<html><body>502 Bad Gateway</body></html>", "invalid JSON"),
+    (b'{"files": [{"id": "1a", "name": "x.jpg"', "invalid JSON"),  # a page cut short, Content-Length and all
+    (b"\xff\xfe\x00garbage", "invalid JSON"),
+    (b"[]", "unexpected shape"),
+    (b'{"files": "none"}', "unexpected shape (files:"),
+    (b'{"files": [null]}', "unexpected shape (files.0:"),
+    (b'{"files": [{"id": 7}]}', "unexpected shape (files.0.id:"),
+    (b'{"files": [{"id": ""}]}', "unexpected shape (files.0.id:"),
+    (b'{"files": [{"id": "1a", "size": 12}]}', "unexpected shape (files.0.size:"),  # §1.6: a string
+    (b'{"files": [{"id": "1a", "size": "-1"}]}', "unexpected shape (files.0.size:"),
+    (b'{"files": [{"id": "1a", "parents": "root"}]}', "unexpected shape (files.0.parents:"),
+    (b'{"files": [{"id": "1a", "capabilities": {"canDownload": "yes"}}]}', "canDownload"),
+    (b'{"nextPageToken": 5, "files": []}', "unexpected shape (nextPageToken:"),
+]
+
+
+@pytest.mark.parametrize(("body", "expected"), GARBAGE_PAGES)
+def test_a_garbage_page_is_source_unavailable_naming_the_endpoint(drive: DriveFake, body: bytes,
+                                                                  expected: str) -> None:
+    drive.add_file("a.jpg", JPEG)
+    drive.fail_next(200, body, {"Content-Type": "application/json"}, path="/drive/v3/files")
+    with pytest.raises(SourceUnavailable) as caught:
+        Ctx(drive).listing()
+    message = str(caught.value)
+    assert message.startswith("gd: Google Drive answered files.list with ") and expected in message
+    assert "1a" not in message and "502 Bad" not in message  # what it said is not echoed, only where
+
+
+@pytest.mark.parametrize(("path", "body", "endpoint"), [
+    ("/drive/v3/changes/startPageToken", b'{"startPageToken": 12}', "changes.getStartPageToken"),
+    ("/drive/v3/changes/startPageToken", b"{}", "changes.getStartPageToken"),
+    ("/drive/v3/files/root", b'{"id": "root-folder-id", "mimeType": null}', "files.get"),
+    ("/drive/v3/files/root", b'{"id": "root-folder-id", "trashed": "no"}', "files.get"),
+])
+def test_garbage_from_the_other_listing_endpoints(drive: DriveFake, path: str, body: bytes,
+                                                  endpoint: str) -> None:
+    drive.fail_next(200, body, {"Content-Type": "application/json"}, path=path)
+    with pytest.raises(SourceUnavailable, match=f"answered {endpoint} with a document of an unexpected shape"):
+        Ctx(drive).listing()
+
+
+def test_garbage_changes_and_about(drive: DriveFake) -> None:
+    drive.add_file("a.jpg", JPEG)
+    ctx = Ctx(drive)
+    ctx.listing()
+    drive.fail_next(200, b'{"changes": [{"fileId": "1a", "file": {"id": "1a", "md5Checksum": 3}}]}',
+                    {"Content-Type": "application/json"}, path="/drive/v3/changes")
+    with pytest.raises(SourceUnavailable, match=r"changes.list with .*changes.0.file.md5Checksum"):
+        ctx.listing()
+    drive.fail_next(200, b'{"user": "quinn"}', {"Content-Type": "application/json"}, path="/drive/v3/about")
+    controller = ctx.controller()
+    with pytest.raises(SourceUnavailable, match="about.get with a document of an unexpected shape"):
+        controller.verify()
+    assert controller.verify() == "quinn@example.com"
+    controller.close()
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), [
+    (404, google_error(404, "notFound", "Shared drive not found: x").body,
+     "files.list: HTTP 404: notFound: Shared drive not found: x"),
+    (400, google_error(400, "badRequest", "Invalid query").body, "files.list: HTTP 400: badRequest: Invalid query"),
+    (418, b"<html>\n<b>teapot</b></html>", "files.list: HTTP 418: <html> <b>teapot</b></html>"),
+    (301, b"", "files.list: HTTP 301"),  # a redirect without Location: nothing to follow
+    (403, google_error(403, "dailyLimitExceeded", "Daily Limit Exceeded").body, "a daily quota is exhausted"),
+    (503, google_error(503, "backendError").body, "files.list: HTTP 503: backendError: Backend Error"),
+    (429, b"", "still rate-limited after retrying"),
+    (403, google_error(403, "rateLimitExceeded").body, "still rate-limited after retrying"),
+])
+def test_unexpected_statuses_are_source_unavailable_naming_endpoint_status_and_reason(
+        drive: DriveFake, status: int, body: bytes, expected: str) -> None:
+    drive.add_file("a.jpg", JPEG)
+    drive.fail_next(status, body, {"Content-Type": "application/json"}, times=99, path="/drive/v3/files")
+    with pytest.raises(SourceUnavailable, match="^gd: ") as caught:
+        Ctx(drive).listing()
+    assert expected in str(caught.value)
+    retried = status in (429, 503) or (status == 403 and b"rateLimitExceeded" in body)
+    assert len(api_requests(drive, "/drive/v3/files")) == (FAST.retries + 1 if retried else 1)
+
+
+def test_credential_refused_for_good_is_auth_required_naming_the_endpoint(drive: DriveFake) -> None:
+    drive.fail_next_error(401, times=2, path="/drive/v3/changes/startPageToken")
+    ctx = Ctx(drive)
+    with pytest.raises(AuthRequired, match=r"refused the credential for changes.getStartPageToken \(HTTP 401"):
+        ctx.listing()
+    assert ctx.auth.refreshes == 1  # refreshed once, then it is the user's turn
+
+
+def test_a_cut_off_page_is_read_again_and_a_dead_connection_is_unavailable(drive: DriveFake) -> None:
+    drive.add_file("a.jpg", JPEG)
+    drive.truncate_next(path="/drive/v3/files")
+    assert sorted(Ctx(drive).listing()[0]) == ["a.jpg"]
+    assert len(api_requests(drive, "/drive/v3/files")) == 2
+    drive.truncate_next(path="/drive/v3/files", times=99)
+    with pytest.raises(SourceUnavailable, match="^gd: Google Drive files.list: GET http://127.0.0.1:"):
+        Ctx(drive).listing()
+
+
 def test_token_expiring_mid_listing_is_refreshed_once(drive: DriveFake) -> None:
     build_tree(drive, 3, 2)
     ctx = Ctx(drive)
@@ -533,17 +661,48 @@ def test_token_expiring_mid_listing_is_refreshed_once(drive: DriveFake) -> None:
     assert len(statuses) == 5 + 1 + 1  # one request answered 401, then sent again
 
 
-def test_download_resumes_with_range_and_retries(drive: DriveFake) -> None:
+def test_transfer_is_a_resumable_alt_media_get_and_rate_limits_are_retried(drive: DriveFake) -> None:
     data = bytes(range(256)) * 40
     fid = drive.add_file("big.jpg", data)
     ctx = Ctx(drive)
     (asset,) = ctx.listing()[0].values()
-    start, tail = ctx.read(asset, 1000)
-    assert (start, tail) == (1000, data[1000:])
-    assert api_requests(drive, f"/drive/v3/files/{fid}")[-1].headers["range"] == "bytes=1000-"
-    drive.fail_next_error(403, "userRateLimitExceeded", path=f"/drive/v3/files/{fid}")
-    drive.fail_next_error(502, path=f"/drive/v3/files/{fid}")
-    assert ctx.read(asset) == (0, data)
+    transfer = ctx.transfer(asset)
+    assert transfer.url == f"{drive.api_url}/files/{fid}?alt=media&supportsAllDrives=true"
+    assert transfer.resumable and transfer.auth is ctx.auth and transfer.method == "GET"
+    assert asset.checksum is not None and asset.size == len(data)  # what the engine checks the bytes against
+    status, tail, _ = attempt(transfer, 1000)  # the URL it describes honours Range: resumable is true
+    assert (status, tail) == (206, data[1000:])
+
+    for status, reason in [(403, "userRateLimitExceeded"), (403, "rateLimitExceeded"), (429, None), (502, None)]:
+        drive.fail_next_error(status, reason, path=f"/drive/v3/files/{fid}")
+        refused = ctx.refusal(asset)
+        assert refused.retry and not refused.auth, (status, reason)
+    drive.fail_next_error(503, headers={"Retry-After": "7"}, path=f"/drive/v3/files/{fid}")
+    assert ctx.refusal(asset).retry_after == 7.0  # §1.7: not documented for Drive, honoured if sent
+    drive.fail_next_error(401, times=2, path=f"/drive/v3/files/{fid}")
+    status, _, error = attempt(transfer)
+    assert (status, error, ctx.auth.refreshes) == (401, None, 1)  # the engine's default: refresh once, then exit 3
+    drive.fail_next_error(403, "insufficientPermissions", path=f"/drive/v3/files/{fid}")
+    refused = ctx.refusal(asset)
+    assert refused.auth and "drive.readonly" in refused.message
+    drive.delete(fid)
+    refused = ctx.refusal(asset)
+    assert "no longer exists" in refused.message and not refused.retry
+
+
+def test_download_errors_that_are_not_google_json_still_name_the_status(drive: DriveFake) -> None:
+    fid = drive.add_file("f.jpg", JPEG)
+    ctx = Ctx(drive)
+    (asset,) = ctx.listing()[0].values()
+    drive.fail_next(418, b"<html><body>\n  I'm a\tteapot </body></html>", {"Content-Type": "text/html"},
+                    path=f"/drive/v3/files/{fid}")
+    refused = ctx.refusal(asset)
+    assert refused.message == "Google Drive answered HTTP 418: <html><body> I'm a teapot </body></html>"
+    assert not refused.retry
+    drive.fail_next(500, b'{"error": {"errors": [{"reason": ["not", "a", "string"]}], "message": 5}}',
+                    path=f"/drive/v3/files/{fid}")
+    refused = ctx.refusal(asset)
+    assert refused.retry and refused.message == "Google Drive answered HTTP 500"
 
 
 @pytest.mark.parametrize(("setup", "reason", "message"), [
@@ -558,10 +717,8 @@ def test_download_refusals_fail_that_file_only(drive: DriveFake, setup: dict, re
     (asset,) = ctx.listing()[0].values()
     if reason:
         drive.fail_next_error(403, reason, path=f"/drive/v3/files/{fid}")
-    with pytest.raises(AssetError, match=message) as caught:
-        ctx.read(asset)
-    assert not caught.value.retryable
-    assert len(api_requests(drive, f"/drive/v3/files/{fid}")) == 1  # not retried
+    refused = ctx.refusal(asset)
+    assert message in refused.message and not refused.retry and not refused.auth
 
 
 def test_daily_quota_ends_the_run(drive: DriveFake) -> None:
@@ -573,10 +730,10 @@ def test_daily_quota_ends_the_run(drive: DriveFake) -> None:
     drive.fail_next_error(403, "dailyLimitExceeded", message="Daily Limit Exceeded",
                           path=f"/drive/v3/files/{first}")
     with pytest.raises(SourceUnavailable, match="daily quota"):
-        controller.open(assets["a.jpg"])
+        attempt(controller.transfer(assets["a.jpg"]))
     before = len(drive.requests)
     with pytest.raises(AssetError, match="not tried"):
-        controller.open(assets["b.jpg"])
+        controller.transfer(assets["b.jpg"])
     assert len(drive.requests) == before
     controller.close()
 
@@ -603,6 +760,24 @@ def write_providers(config_file: Path, drive: DriveFake) -> None:
     config_file.write_text("\n".join(lines) + "\n")
 
 
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's retry policy backs off in milliseconds (PIXSRC_RETRY_BASE, read once by pixsrc.api)."""
+    monkeypatch.setenv("PIXSRC_RETRY_BASE", "0.001")
+
+
+def signed_in(drive: DriveFake, config_file: Path, monkeypatch: pytest.MonkeyPatch, *sets: str) -> None:
+    """A google-drive source "gd" with a credential from the fake (a CI bundle: no browser needed)."""
+    write_providers(config_file, drive)
+    monkeypatch.setenv("PIXSRC_GOOGLE_CLIENT_SECRET", drive.oauth.client_secret)
+    token = drive.oauth.issue_tokens(["https://www.googleapis.com/auth/drive.readonly"])
+    bundle = oauth.TokenSet("google", token["access_token"], token["refresh_token"], None, None).to_bundle()
+    monkeypatch.setenv("PIXSRC_AUTH_GD", bundle)
+    args = [item for pair in (("--set", value) for value in sets) for item in pair]
+    added = run("add", "google-drive", "--id", "gd", *args, "--no-input")
+    assert added.exit_code == 0, added.stderr
+
+
 def keyring_blob(source_id: str) -> dict[str, Any] | None:
     import keyring
     import keyring.core
@@ -613,7 +788,7 @@ def keyring_blob(source_id: str) -> dict[str, Any] | None:
 
 
 def test_end_to_end_login_fetch_refresh_status_logout(drive: DriveFake, config_file: Path, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+                                                       monkeypatch: pytest.MonkeyPatch, fast_retries: None) -> None:
     photos = drive.add_folder("Photos")
     sub = drive.add_folder("Sub \u00e9", parent=photos)
     big = bytes(range(256)) * 200
@@ -700,15 +875,10 @@ def test_end_to_end_daily_quota_stops_this_source_only(drive: DriveFake, config_
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     for n in range(3):
         drive.add_file(f"{n}.jpg", JPEG + b"%d" % n)
-    write_providers(config_file, drive)
-    monkeypatch.setenv("PIXSRC_GOOGLE_CLIENT_SECRET", drive.oauth.client_secret)
-    token = drive.oauth.issue_tokens(["https://www.googleapis.com/auth/drive.readonly"])
-    bundle = oauth.TokenSet("google", token["access_token"], token["refresh_token"], None, None).to_bundle()
-    monkeypatch.setenv("PIXSRC_AUTH_GD", bundle)
+    signed_in(drive, config_file, monkeypatch)
     local = tmp_path / "local"
     local.mkdir()
     (local / "l.jpg").write_bytes(b"local")
-    assert run("add", "google-drive", "--id", "gd", "--no-input").exit_code == 0
     assert run("add", "local-fs", "--id", "zz-local", "--set", f"path={local}", "--no-input").exit_code == 0
     quota = google_error(403, "dailyLimitExceeded", "Daily Limit Exceeded")
     drive.server.fail_next(403, quota.body, quota.headers, times=99, when=lambda r: r.arg("alt") == "media")
@@ -719,6 +889,84 @@ def test_end_to_end_daily_quota_stops_this_source_only(drive: DriveFake, config_
     assert (tmp_path / "out" / "zz-local" / "l.jpg").read_bytes() == b"local"
     assert result.exit_code == 4
     assert len(api_requests(drive, "/drive/v3/files/*")) == 2  # the root, then one refused download
+
+
+@pytest.mark.parametrize("start", [0, 1])
+def test_end_to_end_a_206_with_the_wrong_content_range_restarts_cleanly(
+        drive: DriveFake, config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast_retries: None,
+        start: int) -> None:
+    big = hashlib.sha256(b"drive").digest() * 2000  # 64 KB
+    fid = drive.add_file("big.jpg", big)
+    drive.add_file("small.jpg", JPEG + b"small")
+    signed_in(drive, config_file, monkeypatch)
+    media = f"/drive/v3/files/{fid}"
+    drive.truncate_next(path=media)  # cut off half way: the engine asks for the rest with Range...
+    drive.wrong_range_next(start=start, path=media)  # ...and gets a 206 for another range, once
+    dest = tmp_path / "dest"
+    result = run("fetch", "gd", "--dest", str(dest), "--json", "--jobs", "1")
+    assert result.exit_code == 0, result.stderr
+    (report,) = json.loads(result.stdout)["sources"]
+    assert (report["status"], report["downloaded"], report["failed"]) == ("ok", 2, 0)
+    assert tree(dest) == {"big.jpg": big, "small.jpg": JPEG + b"small"}
+    assert not [p for p in dest.rglob("*") if p.name.startswith(".pixsrc-")]  # no .part left behind
+    ranges = [r.headers.get("range") for r in api_requests(drive, media)]
+    assert ranges[:2] == [None, f"bytes={len(big) // 2}-"], ranges
+    # the wrong answer was not appended: the file was fetched again from its start (or, when the 206
+    # happened to carry the whole file from byte 0, that answer was taken as the restart)
+    assert ranges[2:] in ([None], ["bytes=0-"]) or (start == 0 and ranges[2:] == []), ranges
+    assert drive.server.pending_faults() == 0
+
+
+@pytest.mark.parametrize(("status", "body", "code", "expected"), [
+    (200, b"<html><body>Sign in to the Wi-Fi</body></html>", 4, "files.list with invalid JSON"),
+    (200, b'{"files": [{"id": 7}]}', 4, "files.list with a document of an unexpected shape"),
+    (200, b'{"files": [{"id": "1x", "name": "a.jpg"', 4, "files.list with invalid JSON"),
+    (418, b"<html>I'm a teapot</html>", 4, "files.list: HTTP 418: <html>I'm a teapot</html>"),
+    (401, google_error(401, "authError").body, 3, "refused the credential for files.list"),
+])
+def test_end_to_end_garbage_listing_ends_with_exit_4_or_3(
+        drive: DriveFake, config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast_retries: None,
+        status: int, body: bytes, code: int, expected: str) -> None:
+    drive.add_file("a.jpg", JPEG)
+    signed_in(drive, config_file, monkeypatch)
+    drive.fail_next(status, body, {"Content-Type": "application/json"}, times=99, path="/drive/v3/files")
+    result = run("fetch", "gd", "--dest", str(tmp_path / "dest"), "--json")
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    (report,) = json.loads(result.stdout)["sources"]
+    assert report["status"] == ("auth" if code == 3 else "unavailable")
+    assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_end_to_end_garbage_download_errors_fail_the_asset_not_the_program(
+        drive: DriveFake, config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        fast_retries: None) -> None:
+    bad = drive.add_file("bad.jpg", JPEG + b"bad")
+    drive.add_file("good.jpg", JPEG + b"good")
+    signed_in(drive, config_file, monkeypatch)
+    drive.fail_next(403, b"\x00\xff<html>nope", {"Content-Type": "text/html"}, times=99,
+                    path=f"/drive/v3/files/{bad}")
+    result = run("fetch", "gd", "--dest", str(tmp_path / "dest"), "--json")
+    assert result.exit_code == 5, (result.exit_code, result.stderr)  # partial: the other file is there
+    (report,) = json.loads(result.stdout)["sources"]
+    assert (report["downloaded"], report["failed"]) == (1, 1)
+    assert "HTTP 403" in result.stderr and "Traceback" not in result.stderr
+    assert tree(tmp_path / "dest") == {"good.jpg": JPEG + b"good"}
+
+
+def test_the_fake_answers_one_wrong_content_range(drive: DriveFake) -> None:
+    """The precondition of the test above: the fake's wrong_range_next does what it says."""
+    fid = drive.add_file("f.jpg", b"0123456789")
+    drive.wrong_range_next(start=2, path=f"/drive/v3/files/{fid}")
+    url = f"{drive.api_url}/files/{fid}?alt=media"
+    headers = {"Authorization": f"Bearer {drive.issue_token()}"}
+    plain = httpx.get(url, headers=headers)  # no Range: not consumed
+    assert (plain.status_code, plain.content) == (200, b"0123456789")
+    wrong = httpx.get(url, headers={**headers, "Range": "bytes=5-"})
+    assert (wrong.status_code, wrong.headers["content-range"], wrong.content) == (206, "bytes 2-9/10", b"23456789")
+    right = httpx.get(url, headers={**headers, "Range": "bytes=5-"})
+    assert (right.status_code, right.headers["content-range"], right.content) == (206, "bytes 5-9/10", b"56789")
+    assert [r.headers.get("range") for r in api_requests(drive, f"/drive/v3/files/{fid}")] == [
+        None, "bytes=5-", "bytes=5-"]  # the log keeps what the client sent
 
 
 def test_type_is_registered_with_its_fields() -> None:

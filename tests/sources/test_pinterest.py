@@ -7,6 +7,7 @@ each test asserts that ``violations`` stays empty.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import socket
 import sys
@@ -21,12 +22,13 @@ from fakes.pinterest import PinterestFake
 from support.cli import run, run_subprocess
 
 from pixsrc import oauth, tokens
-from pixsrc.errors import AssetError
+from pixsrc.api import RetryPolicy
+from pixsrc.errors import AssetError, SourceUnavailable
 from pixsrc.sources import pinterest
 from pixsrc.state import State
 from pixsrc.sync import Options, SyncRun
 from pixsrc.testing import check_controller
-from pixsrc.types import Asset, SourceContext
+from pixsrc.types import Asset, SourceContext, Transfer
 
 FAKE_BROWSER = Path(__file__).resolve().parents[1] / "support" / "fake_browser.py"
 SID = "pins"
@@ -54,21 +56,26 @@ def pin() -> Iterator[PinterestFake]:
         yield fake
 
 
-@pytest.fixture
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Backoff waits made instant; returns the attempts the HTTP client backed off for."""
-    import pixsrc.http
-    import pixsrc.sync
+@dataclasses.dataclass(frozen=True)
+class RecordingPolicy(RetryPolicy):
+    """The Api's retry policy with instant waits; ``attempts`` records each backoff's attempt number."""
 
-    attempts: list[int] = []
+    attempts: list[int] = dataclasses.field(default_factory=list)
 
-    def record(attempt: int, *args: Any, **kwargs: Any) -> float:
-        attempts.append(attempt)
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        self.attempts.append(attempt)
         return 0.0
 
-    monkeypatch.setattr(pixsrc.http, "backoff_delay", record)
-    monkeypatch.setattr(pixsrc.sync, "backoff_delay", lambda attempt, *a, **k: 0.0)
-    return attempts
+
+@dataclasses.dataclass
+class FastContext(SourceContext):
+    """A SourceContext whose Api waits no time between retries (the retry logic itself still runs)."""
+
+    policy: RetryPolicy = dataclasses.field(default_factory=RecordingPolicy)
+
+    def api(self, **options: Any) -> Any:
+        options.setdefault("policy", self.policy)
+        return super().api(**options)
 
 
 def write_config(config_file: Path, fake: PinterestFake, port: int | None = None) -> None:
@@ -295,13 +302,13 @@ class StaticAuth:
 
 
 def controller(fake: PinterestFake, scopes: list[str] | None = None, warnings: list[str] | None = None,
-               **config: Any) -> pinterest.PinterestController:
+               policy: RetryPolicy | None = None, **config: Any) -> pinterest.PinterestController:
     scopes = scopes or ["boards:read", "pins:read"]
     settings = oauth.settings_for(pinterest.PROVIDER, {"pinterest": {"api_base_url": fake.base_url}})
     model = pinterest.SOURCE_TYPE.validate(config, "sources.t.config")
-    context = SourceContext("t", "t", model, auth=StaticAuth(fake.issue_token(scopes), ",".join(scopes)),
-                            provider=settings,
-                            warn=(warnings.append if warnings is not None else lambda m: None))
+    context = FastContext("t", "t", model, auth=StaticAuth(fake.issue_token(scopes), ",".join(scopes)),
+                          provider=settings, warn=(warnings.append if warnings is not None else lambda m: None),
+                          policy=policy or RecordingPolicy())
     return pinterest.PinterestController(context)
 
 
@@ -384,39 +391,46 @@ def test_paging_and_a_bookmark_that_became_invalid(pin: PinterestFake) -> None:
     assert pin.violations == []
 
 
-def test_five_hundred_and_rate_limit_are_retried_with_backoff(pin: PinterestFake,
-                                                              no_backoff: list[int]) -> None:
+def test_five_hundred_and_rate_limit_are_retried_with_backoff(pin: PinterestFake) -> None:
     lib = Library(pin)
     pin.fail_next_error(503, "Service unavailable", path="/v5/boards")
     pin.fail_next_rate_limit(times=2, path=f"/v5/boards/{lib.cats}/pins")
-    assets = list(controller(pin).list_assets())
+    policy = RecordingPolicy()
+    assets = list(controller(pin, policy=policy).list_assets())
     assert len(assets) == 8
     assert len(pin.server.requests_to("/v5/boards")) == 2
     assert len(pin.server.requests_to(f"/v5/boards/{lib.cats}/pins")) == 3
-    assert no_backoff == [0, 0, 1]  # no Retry-After: exponential backoff, attempt 0 then 1 for the 429s
+    assert policy.attempts == [0, 0, 1]  # no Retry-After: exponential backoff, attempt 0 then 1 for the 429s
     assert pin.violations == []
 
 
-def test_rate_limit_that_does_not_end_and_a_dead_grant(pin: PinterestFake, config_file: Path, tmp_path: Path,
-                                                       no_backoff: list[int],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rate_limit_that_does_not_end_is_unavailable(pin: PinterestFake) -> None:
+    Library(pin)
+    pin.fail_next_rate_limit(times=5, path="/v5/boards")
+    policy = RecordingPolicy(retries=4)
+    with pytest.raises(SourceUnavailable) as failed:
+        list(controller(pin, policy=policy).list_assets())
+    assert "Pinterest's rate limit: Rate limit exceeded" in failed.value.message
+    assert "(code 8)" in failed.value.message and "1,000 requests a day" in (failed.value.hint or "")
+    assert len(pin.server.requests_to("/v5/boards")) == 5  # 1 + 4 retries
+    assert policy.attempts[:4] == [0, 1, 2, 3]  # (tenacity asks for a 5th wait before it gives up)
+    assert pin.violations == []
+
+
+def test_a_dead_grant_is_exit_3(pin: PinterestFake, config_file: Path, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
     Library(pin)
     write_config(config_file, pin)
     monkeypatch.setenv("PIXSRC_PINTEREST_CLIENT_SECRET", pin.oauth.client_secret)
     add_source()
     answer = sign_in_directly(pin)
-    pin.fail_next_rate_limit(times=5, path="/v5/boards")
-    result = run("fetch", SID, "--dest", str(tmp_path / "d"))
-    assert result.exit_code == 4
-    assert "Pinterest's rate limit: Rate limit exceeded" in result.stderr and "(code 8)" in result.stderr
-    assert len(pin.server.requests_to("/v5/boards")) == 5  # 1 + 4 retries
-    assert no_backoff == [0, 1, 2, 3]
     # the user disconnected the app: the refresh is refused -> exit 3 with the way out
     pin.oauth.revoke(answer["refresh_token"])
     pin.oauth.expire_access_tokens()
     result = run("fetch", SID, "--dest", str(tmp_path / "d"))
     assert result.exit_code == 3, result.stderr
     assert f"pixsrc auth login {SID}" in result.stderr
+    assert "Traceback" not in result.stderr
     assert pin.violations == []
 
 
@@ -448,7 +462,6 @@ def test_token_expiring_mid_listing_refreshes_and_stores_the_rotated_token(
 
 
 def test_truncated_image_resumes_with_a_range_request(pin: PinterestFake, config_file: Path, tmp_path: Path,
-                                                      no_backoff: list[int],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     board = pin.add_board("Big")
     data = jpeg("large image", 400_000)
@@ -468,6 +481,74 @@ def test_truncated_image_resumes_with_a_range_request(pin: PinterestFake, config
     assert report["bytes"] == half + (len(data) - half)  # nothing fetched twice
     assert all("authorization" not in g.headers for g in gets)
     assert pin.violations == []
+
+
+def test_a_206_with_the_wrong_content_range_restarts_cleanly(pin: PinterestFake, config_file: Path,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    board = pin.add_board("Big")
+    data = jpeg("large image", 400_000)
+    pid = pin.add_pin(board, image=data)
+    write_config(config_file, pin)
+    monkeypatch.setenv("PIXSRC_PINTEREST_CLIENT_SECRET", pin.oauth.client_secret)
+    add_source()
+    sign_in_directly(pin)
+    pin.truncate_next(path="/media/1200x/*")  # the first GET is cut at half: the engine resumes...
+    pin.wrong_range_next(start=7, path="/media/1200x/*")  # ...and gets bytes 7- instead of what it asked
+    report = fetch(tmp_path / "d")
+    assert (report["downloaded"], report["failed"]) == (1, 0)
+    assert tree(tmp_path / "d") == {f"Big/{pid}.jpg": data}  # nothing glued at the wrong offset
+    gets = media_gets(pin)
+    half = len(data) // 2
+    assert [g.headers.get("range") for g in gets] == [None, f"bytes={half}-", None]
+    assert not list((tmp_path / "d").rglob("*.part"))
+    assert pin.violations == []
+
+
+@pytest.mark.parametrize(("where", "body", "expected"), [
+    ("/v5/boards", b"<html>Service temporarily unavailable</html>", "invalid JSON for /boards"),
+    ("/v5/boards", b'{"items": [{"id": "1", "name": "Cats"', "invalid JSON for /boards"),
+    ("/v5/boards", b"[" * 100_000, "invalid JSON for /boards"),
+    ("/v5/boards", b'{"items": {"id": "1"}}', "has no 'items' list"),
+    ("/v5/boards", b'["not", "a", "page"]', "has no 'items' list"),
+    ("pins", b'{"items": "none"}', "has no 'items' list"),
+])
+def test_a_garbage_answer_is_exit_4_never_a_crash(pin: PinterestFake, config_file: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch, where: str, body: bytes,
+                                                  expected: str) -> None:
+    lib = Library(pin)
+    write_config(config_file, pin)
+    monkeypatch.setenv("PIXSRC_PINTEREST_CLIENT_SECRET", pin.oauth.client_secret)
+    add_source()
+    sign_in_directly(pin)
+    path = f"/v5/boards/{lib.cats}/pins" if where == "pins" else where
+    pin.server.fail_next(200, body, {"Content-Type": "application/json"}, path=path)
+    result = run("fetch", SID, "--dest", str(tmp_path / "d"), "--json")
+    assert result.exit_code == 4, (result.exit_code, result.stderr)
+    assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_wrongly_typed_fields_are_skipped_not_a_crash(pin: PinterestFake) -> None:
+    """Fields of the wrong type inside well-formed pages: that pin (or board) is left out, the rest is listed."""
+    board = pin.add_board("Odd")
+    good = pin.add_pin(board, image=jpeg("fine"))
+    page = {"items": [
+        {"id": 12, "media": {"media_type": "image"}},  # id not a string
+        {"id": "13", "board_section_id": ["x"], "media": "image"},  # a list as section id, a string as media
+        {"id": "14", "media": {"media_type": "multiple_images", "items": {"a": 1}}},
+        {"id": "15", "media": {"media_type": "image", "images": {"1200x": {"url": 7}}}},
+        {"id": "16", "created_at": 5, "media": {"media_type": "video", "cover_image_url": ["u"]}},
+        "a string, not a pin",
+        None,
+    ], "bookmark": 17}  # a bookmark that is not a string ends the list
+    pin.server.fail_next(200, page, {"Content-Type": "application/json"}, path=f"/v5/boards/{board}/pins")
+    boards = {"items": [{"id": board, "name": ["Odd"], "privacy": 3}, {"id": None}, {"name": "no id"}],
+              "bookmark": None}
+    pin.server.fail_next(200, boards, {"Content-Type": "application/json"}, path="/v5/boards")
+    warnings: list[str] = []
+    assets = list(controller(pin, warnings=warnings).list_assets())
+    assert assets == []  # the one good pin was not on the (replaced) page
+    assert any("had no image URL" in w for w in warnings)
+    assert [a.id for a in controller(pin).list_assets()] == [good]  # the real pages list it
 
 
 def test_an_image_gone_from_the_cdn_fails_alone(pin: PinterestFake, config_file: Path, tmp_path: Path,
@@ -490,10 +571,13 @@ def test_an_image_gone_from_the_cdn_fails_alone(pin: PinterestFake, config_file:
 
 
 class Twins:
-    """Two assets with one content; open() of the second is a test failure unless allowed."""
+    """Two assets with one content; a transfer of the second is a test failure unless allowed."""
 
-    def __init__(self, fail_first: bool = False) -> None:
+    def __init__(self, folder: Path, fail_first: bool = False) -> None:
         self.data = b"\xff\xd8 twin bytes" * 100
+        self.source = folder / "twin.jpg"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.source.write_bytes(self.data)
         self.fail_first = fail_first
         self.opened: list[str] = []
 
@@ -501,15 +585,11 @@ class Twins:
         yield Asset("a", "one/a.jpg", "v1", size=len(self.data))
         yield Asset("b", "two/b.jpg", "v1", size=len(self.data), same_as="a")
 
-    def open(self, asset: Asset, offset: int = 0) -> Any:
-        import io
-
+    def transfer(self, asset: Asset) -> Transfer:
         self.opened.append(asset.id)
         if asset.id == "a" and self.fail_first:
             raise AssetError("gone")
-        stream = io.BytesIO(self.data[offset:])
-        stream.offset = offset  # type: ignore[attr-defined]
-        return stream
+        return Transfer(local_path=str(self.source))
 
     def close(self) -> None:
         pass
@@ -518,7 +598,7 @@ class Twins:
 def test_engine_copies_same_as_assets_and_falls_back_to_downloading(tmp_path: Path) -> None:
     state = State(tmp_path / "state.db")
     dest = tmp_path / "d"
-    twins = Twins()
+    twins = Twins(tmp_path / "source")
     outcomes = list(SyncRun("s", twins, state, Options(dest=dest)))
     assert sorted((o.asset_id, o.action, o.bytes) for o in outcomes) == [
         ("a", "downloaded", len(twins.data)), ("b", "downloaded", 0)]
@@ -535,10 +615,23 @@ def test_engine_copies_same_as_assets_and_falls_back_to_downloading(tmp_path: Pa
     list(SyncRun("s", twins, state, Options(dest=dest)))
     assert twins.opened == ["b"] and (dest / "two/b.jpg").read_bytes() == twins.data
     # the first cannot be fetched at all: the second still is
-    other = Twins(fail_first=True)
+    other = Twins(tmp_path / "source2", fail_first=True)
     outcomes = list(SyncRun("s2", other, state, Options(dest=tmp_path / "e", retries=0)))
     assert sorted((o.asset_id, o.action) for o in outcomes) == [("a", "failed"), ("b", "downloaded")]
     assert other.opened == ["a", "b"]
+
+
+def test_image_transfers_carry_no_credential(pin: PinterestFake) -> None:
+    Library(pin)
+    c = controller(pin)
+    transfers = [c.transfer(a) for a in c.list_assets()]
+    c.close()
+    assert transfers and all(t.auth is None and not t.headers and t.resumable for t in transfers)
+    assert all(t.url.startswith(pin.base_url + "/media/") for t in transfers)
+    verdicts = {status: transfers[0].on_error(status, {}, b"") for status in (403, 404, 410, 500)}  # type: ignore[misc]
+    assert all(v is not None and "image moved or was removed" in v.message and not v.retry
+               for s, v in verdicts.items() if s != 500)
+    assert verdicts[500] is None  # the engine's default: retried
 
 
 def test_type_facts() -> None:

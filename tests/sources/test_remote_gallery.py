@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.cli import run
 from support.gallery_server import STYLES, GalleryServer
+
+from pixsrc.types import Asset, SourceContext
 
 MEDIA = {
     "a.jpg": b"\xff\xd8\xff\xe0 jpeg one",
@@ -47,14 +51,9 @@ def fetch(dest: Path, *args: str, source_id: str = "gal", code: int = 0) -> dict
     return report
 
 
-@pytest.fixture
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The engine's retry backoff (0.5 s and up) made instant; the retry logic itself still runs."""
-    import pixsrc.http
-    import pixsrc.sync
-
-    monkeypatch.setattr(pixsrc.sync, "backoff_delay", lambda attempt, *a, **k: 0.0)
-    monkeypatch.setattr(pixsrc.http, "backoff_delay", lambda attempt, *a, **k: 0.0)
+def etag_of(data: bytes) -> str:
+    """The gallery server's strong ETag for ``data``."""
+    return '"' + hashlib.sha256(data).hexdigest()[:20] + '"'
 
 
 # -- JSON index ---------------------------------------------------------------------------------
@@ -128,12 +127,20 @@ def test_html_listing_styles(gallery: GalleryServer, tmp_path: Path, style: str,
     assert not [r for r in gallery.requests if r.rel == "readme.txt"]
     assert sorted(r.rel for r in gallery.file_gets()) == sorted(MEDIA)
 
+    assert gallery.heads() == []  # a fresh fetch learns each version from its GET's ETag
+    assert all(gallery.status_of(r) == 200 for r in gallery.file_gets())
+
     gallery.clear_requests()
     again = fetch(dest)
     assert (again["unchanged"], again["downloaded"], again["updated"]) == (len(MEDIA), 0, 0)
     assert again["bytes"] == 0
-    assert gallery.file_gets() == []  # versions come from HEAD requests only
-    assert sorted(r.rel for r in gallery.requests if r.method == "HEAD") == sorted(MEDIA)
+    assert gallery.heads() == []
+    # one conditional GET per file, with the ETag the first GET answered; all 304, no body sent
+    rechecks = gallery.file_gets()
+    assert sorted(r.rel for r in rechecks) == sorted(MEDIA)
+    assert {r.rel: r.headers.get("if-none-match") for r in rechecks} == {
+        rel: etag_of(data) for rel, data in MEDIA.items()}
+    assert [gallery.status_of(r) for r in rechecks] == [304] * len(MEDIA)
 
 
 def test_html_all_files_includes_other_files(gallery: GalleryServer, tmp_path: Path) -> None:
@@ -155,7 +162,12 @@ def test_changed_file_on_server_is_updated(gallery: GalleryServer, tmp_path: Pat
     gallery.clear_requests()
     report = fetch(dest)
     assert (report["updated"], report["unchanged"], report["downloaded"]) == (1, len(MEDIA) - 1, 0)
-    assert [r.rel for r in gallery.file_gets()] == ["sub/c.gif"]
+    if mode == "json":  # the index's sha256 tells what changed: only that file is asked for
+        assert [r.rel for r in gallery.file_gets()] == ["sub/c.gif"]
+    else:  # every file is re-checked; only the changed one comes back whole
+        sent = {r.rel: gallery.status_of(r) for r in gallery.file_gets()}
+        assert sent == {rel: 200 if rel == "sub/c.gif" else 304 for rel in MEDIA}
+    assert report["bytes"] == len(b"GIF89a three, edited on the server")
     assert (dest / "sub/c.gif").read_bytes() == b"GIF89a three, edited on the server"
     assert tree(dest) == tree(gallery.root)
 
@@ -187,8 +199,7 @@ def test_deleted_on_server_reported_and_pruned_only_with_prune(gallery: GalleryS
 
 
 @pytest.mark.parametrize("mode", ["json", "html"])
-def test_truncated_body_is_resumed_with_range(gallery: GalleryServer, tmp_path: Path, mode: str,
-                                              no_backoff: None) -> None:
+def test_truncated_body_is_resumed_with_range(gallery: GalleryServer, tmp_path: Path, mode: str) -> None:
     big = random.Random(7).randbytes(1_500_000)
     populate(gallery, {"big.jpg": big, "small.jpg": b"small"})
     gallery.truncate_once("big.jpg")
@@ -201,18 +212,17 @@ def test_truncated_body_is_resumed_with_range(gallery: GalleryServer, tmp_path: 
     first, second = gallery.gets_of("big.jpg")
     assert "range" not in first.headers
     assert second.headers["range"] == f"bytes={len(big) // 2}-"
-    if mode == "html":  # the ETag from the HEAD guards the resume
-        etag = '"' + hashlib.sha256(big).hexdigest()[:20] + '"'
-        assert second.headers["if-range"] == etag
+    if mode == "html":  # the ETag of the first (cut) answer guards the resume
+        assert second.headers["if-range"] == etag_of(big)
     # only the missing half came over the wire the second time
     assert report["bytes"] == len(big) + len(b"small")
     assert not list(dest.rglob("*.part"))
 
 
 def test_resume_after_the_file_changed_starts_over(gallery: GalleryServer, tmp_path: Path) -> None:
-    """If-Range: a part file of the old version must not be glued to the new version's tail."""
+    """A part file of the old version must not be glued to the new version's tail (If-Range)."""
     from pixsrc.sources.remote_gallery import RemoteGalleryConfig, RemoteGalleryController
-    from pixsrc.sync import _part_name
+    from pixsrc.tree import part_name
     from pixsrc.types import SourceContext
 
     old = random.Random(1).randbytes(400_000)
@@ -226,17 +236,35 @@ def test_resume_after_the_file_changed_starts_over(gallery: GalleryServer, tmp_p
                                                                                          index="html")))
     (asset,) = list(controller.list_assets())
     controller.close()
-    (dest / _part_name(asset)).write_bytes(old[:100_000])
-    # the file changes on the server between the listing's HEAD and the download's GET
-    gallery.replace_after_head("big.jpg", new)
+    (dest / part_name(asset.id, asset.version)).write_bytes(old[:100_000])
+    gallery.write("big.jpg", new)  # the file changed on the server since
     gallery.clear_requests()
 
     report = fetch(dest)
     assert report["downloaded"] == 1
-    (get,) = gallery.gets_of("big.jpg")
-    assert get.headers.get("range") == "bytes=100000-"  # it did try to resume...
-    assert (dest / "big.jpg").read_bytes() == new  # ...and got the whole new file instead
+    assert (dest / "big.jpg").read_bytes() == new  # never old[:100_000] + new[100_000:]
     assert not [p for p in dest.iterdir() if p.name.endswith(".part")]
+    for get in gallery.gets_of("big.jpg"):  # a resume without a validator would not be safe
+        assert "range" not in get.headers or get.headers.get("if-range") not in (None, etag_of(new))
+
+
+@pytest.mark.parametrize("mode", ["json", "html"])
+def test_206_with_the_wrong_content_range_restarts_cleanly(gallery: GalleryServer, tmp_path: Path,
+                                                           mode: str) -> None:
+    big = random.Random(3).randbytes(600_000)
+    populate(gallery, {"big.jpg": big})
+    gallery.truncate_once("big.jpg")  # the first GET is cut at half: the engine resumes with a Range...
+    gallery.wrong_range_once("big.jpg")  # ...answered 206 from another offset than it asked for
+    add(gallery.index_url if mode == "json" else gallery.url, f"index={mode}")
+    dest = tmp_path / "dest"
+
+    report = fetch(dest)
+    assert (report["status"], report["downloaded"], report["failed"]) == ("ok", 1, 0)
+    assert (dest / "big.jpg").read_bytes() == big
+    gets = gallery.gets_of("big.jpg")
+    assert [g.headers.get("range") for g in gets] == [None, f"bytes={len(big) // 2}-", None]
+    assert [gallery.status_of(g) for g in gets] == [200, 206, 200]
+    assert not [p for p in dest.rglob("*") if p.name.endswith(".part")]
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -263,8 +291,7 @@ def test_listing_answering_503_once_is_retried(gallery: GalleryServer, tmp_path:
     assert len(gallery.gets_of("index.json")) == 2
 
 
-def test_sha256_mismatch_fails_that_asset_only(gallery: GalleryServer, tmp_path: Path,
-                                               no_backoff: None) -> None:
+def test_sha256_mismatch_fails_that_asset_only(gallery: GalleryServer, tmp_path: Path) -> None:
     populate(gallery)
     gallery.index_overrides["sub/c.gif"] = {"sha256": "0" * 64}
     add(gallery.index_url, "index=json")
@@ -403,3 +430,213 @@ def test_api_key_is_not_sent_to_other_hosts(gallery: GalleryServer, other_host: 
     assert tree(dest) == {"a.jpg": b"local", "cdn.jpg": b"other host"}
     assert [r.rel for r in other_host.requests] == ["stolen.jpg"]
     assert "authorization" not in other_host.requests[0].headers
+    assert all(r.headers.get("authorization") == "Bearer s3cret-key" for r in gallery.requests)
+
+
+def test_api_key_is_not_sent_to_the_next_page_on_another_host(
+        gallery: GalleryServer, other_host: GalleryServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    populate(gallery, {"a.jpg": b"local"})
+    gallery.require_bearer("s3cret-key")
+    gallery.raw_index = json.dumps({"assets": [{"path": "a.jpg", "url": "a.jpg", "size": 5}],
+                                    "next": other_host.index_url}).encode()
+    add(gallery.index_url, "index=json")
+    monkeypatch.setenv("PIXSRC_AUTH_GAL", "s3cret-key")
+    dest = tmp_path / "dest"
+    report = fetch(dest)
+    assert tree(dest) == {"a.jpg": b"local", "stolen.jpg": b"other host"}
+    assert report["downloaded"] == 2
+    assert sorted(r.rel for r in other_host.requests) == ["index.json", "stolen.jpg"]
+    assert not [r for r in other_host.requests if "authorization" in r.headers]
+
+
+@pytest.mark.parametrize("what", ["listing", "file"])
+def test_api_key_does_not_follow_a_redirect_to_another_host(
+        gallery: GalleryServer, other_host: GalleryServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        what: str) -> None:
+    """httpx (listings) and libcurl (files) drop Authorization when a redirect changes the origin."""
+    populate(gallery, {"a.jpg": b"local"})
+    monkeypatch.setenv("PIXSRC_AUTH_GAL", "s3cret-key")
+    if what == "listing":  # the gallery URL moved to another host: there it is a public gallery
+        other_host.write("b.jpg", b"moved here")
+        gallery.redirects["/gallery/moved/"] = other_host.url
+        add(gallery.url + "moved/", "index=html")
+        expected = {"b.jpg": b"moved here", "stolen.jpg": b"other host"}
+    else:
+        gallery.require_bearer("s3cret-key")
+        gallery.raw_index = json.dumps({"assets": [
+            {"path": "a.jpg", "url": "a.jpg"}, {"path": "far.jpg", "url": "/go-far"}]}).encode()
+        gallery.redirects["/go-far"] = other_host.url + "stolen.jpg"
+        add(gallery.index_url, "index=json")
+        expected = {"a.jpg": b"local", "far.jpg": b"other host"}
+    report = fetch(tmp_path / "dest")
+    assert report["failed"] == 0
+    assert tree(tmp_path / "dest") == expected
+    assert other_host.requests and not [r for r in other_host.requests if "authorization" in r.headers]
+    redirected = "/gallery/moved/" if what == "listing" else "/go-far"
+    # the key did go to the gallery's own origin, up to the redirect
+    assert [r.headers.get("authorization") for r in gallery.requests if r.path == redirected] == [
+        "Bearer s3cret-key"]
+
+
+def test_a_refused_download_is_exit_3_with_the_way_out(gallery: GalleryServer, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    populate(gallery)
+    gallery.set_status("b.png", 401)  # the listing is public, a file wants a (better) key
+    add(gallery.index_url, "index=json")
+    result = run("fetch", "gal", "--dest", str(tmp_path / "dest"), "--json")
+    assert result.exit_code == 3, result.stderr
+    assert "pixsrc auth login gal" in result.stderr
+    monkeypatch.setenv("PIXSRC_AUTH_GAL", "the-key")  # a key it refuses: asked once, no refresh to try
+    gallery.clear_requests()
+    result = run("fetch", "gal", "--dest", str(tmp_path / "dest"), "--json")
+    assert result.exit_code == 3, result.stderr
+    assert "pixsrc auth login gal" in result.stderr and "the-key" not in result.stderr + result.stdout
+    assert len(gallery.gets_of("b.png")) == 1
+
+
+# -- versions without a listing that tells them ----------------------------------------------------
+
+
+def test_last_modified_only_server_is_rechecked_with_if_modified_since(gallery: GalleryServer,
+                                                                       tmp_path: Path) -> None:
+    """Without ETags (python -m http.server), Last-Modified is the version and the re-check."""
+    populate(gallery)
+    gallery.etags = False
+    add(gallery.url, "index=html")
+    dest = tmp_path / "dest"
+    assert fetch(dest)["downloaded"] == len(MEDIA)
+    gallery.clear_requests()
+    again = fetch(dest)
+    assert (again["unchanged"], again["bytes"]) == (len(MEDIA), 0)
+    rechecks = gallery.file_gets()
+    assert len(rechecks) == len(MEDIA) and all("if-modified-since" in r.headers for r in rechecks)
+    assert [gallery.status_of(r) for r in rechecks] == [304] * len(MEDIA)
+    assert gallery.heads() == []
+
+
+def test_json_entry_that_tells_no_version_is_versioned_by_its_etag(gallery: GalleryServer,
+                                                                   tmp_path: Path) -> None:
+    populate(gallery, {"a.jpg": b"one", "b.jpg": b"two"})
+    for rel in ("a.jpg", "b.jpg"):
+        gallery.index_overrides[rel] = {"size": None, "sha256": None, "modified": None}
+    add(gallery.index_url, "index=json")
+    dest = tmp_path / "dest"
+    rows = [json.loads(line) for line in run("fetch", "gal", "--list", "--json").stdout.splitlines()]
+    assert [r["version"] for r in rows] == ["", ""]
+    assert fetch(dest)["downloaded"] == 2
+    gallery.write("b.jpg", b"two, changed")
+    gallery.clear_requests()
+    again = fetch(dest)
+    assert (again["unchanged"], again["updated"]) == (1, 1)
+    assert {r.rel: r.headers.get("if-none-match") for r in gallery.file_gets()} == {
+        "a.jpg": etag_of(b"one"), "b.jpg": etag_of(b"two")}
+    assert tree(dest) == {"a.jpg": b"one", "b.jpg": b"two, changed"}
+
+
+# -- the listing, against the controller ---------------------------------------------------------------
+
+
+def listing(url: str, jobs: int = 8, **config: Any) -> list[Asset]:
+    from pixsrc.sources.remote_gallery import SOURCE_TYPE
+
+    model = SOURCE_TYPE.validate({"url": url, **config}, "sources.gal.config")
+    controller = SOURCE_TYPE.factory(SourceContext("gal", "gal", model, jobs=jobs))
+    try:
+        return list(controller.list_assets())
+    finally:
+        controller.close()
+
+
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_folders_are_listed_concurrently_up_to_jobs(gallery: GalleryServer, jobs: int) -> None:
+    files = {f"f{n}/x{n}.jpg": b"x" for n in range(6)}
+    populate(gallery, files)
+    # six sibling folders: each listing waits for `jobs` of them to be in flight at once
+    gallery.listing_barrier = threading.Barrier(jobs, timeout=10)
+    assets = listing(gallery.url, jobs=jobs, index="html")
+    assert [a.path for a in assets] == sorted(files)  # in the order found, however the pages raced
+    assert not gallery.listing_barrier.broken, "the folders were not listed concurrently"
+    assert gallery.max_listings_in_flight == jobs
+    assert all((a.version, a.size, a.ref[1]) == ("", None, None) for a in assets)
+    assert gallery.heads() == [] and gallery.file_gets() == []
+
+
+def test_transfers_carry_the_key_to_the_gallery_origin_only(gallery: GalleryServer,
+                                                            other_host: GalleryServer) -> None:
+    from pixsrc.sources.remote_gallery import SOURCE_TYPE
+
+    gallery.add_entry("cdn.jpg", b"x", url=other_host.url + "stolen.jpg")
+    gallery.add_entry("same-host-other-port.jpg", b"x", url=gallery.url.replace(
+        str(gallery._httpd.server_address[1]), str(other_host._httpd.server_address[1])) + "x.jpg")
+    gallery.add_entry("https.jpg", b"x", url=gallery.url.replace("http://", "https://") + "x.jpg")
+    gallery.add_entry("own.jpg", b"x")
+    model = SOURCE_TYPE.validate({"url": gallery.index_url, "index": "json"}, "sources.gal.config")
+    controller = SOURCE_TYPE.factory(SourceContext("gal", "gal", model, get_secret=lambda: "k3y-value"))
+    try:
+        transfers = {a.path: controller.transfer(a) for a in controller.list_assets()}
+    finally:
+        controller.close()
+    assert {path: t.auth is not None for path, t in transfers.items()} == {
+        "cdn.jpg": False, "same-host-other-port.jpg": False, "https.jpg": False, "own.jpg": True}
+    own = transfers["own.jpg"]
+    assert own.auth is not None and own.auth.headers() == {"Authorization": "Bearer k3y-value"}
+    assert "k3y-value" not in repr(own.auth)
+    from pixsrc.errors import AuthRequired
+
+    with pytest.raises(AuthRequired) as refused:
+        own.auth.unauthorized({})
+    assert refused.value.hint == "store its API key: pixsrc auth login gal"
+    assert all(t.method == "GET" and t.resumable and t.local_path is None for t in transfers.values())
+
+
+# -- garbage in, a clear exit code out -------------------------------------------------------------------
+
+GARBAGE_INDEXES = {
+    "not JSON": (b"<html><body>not an index</body></html>", "is not a JSON index"),
+    "truncated": (b'{"assets": [{"path": "a.jpg", "size": 1', "is not a JSON index"),
+    "not UTF-8": (b'{"assets": [{"path": "\xff\xfe"}]}', "is not a JSON index"),
+    "nested too deeply": (b"[" * 100_000, "is not a JSON index"),
+    "a number": (b"42", "a JSON index is a list or an object"),
+    "assets is an object": (b'{"assets": {"a.jpg": {}}}', "a JSON index is a list or an object"),
+    "an asset is a string": (b'["a.jpg"]', "asset #0: an asset is an object"),
+    "no path nor url": (b'[{"size": 3}]', "needs a 'path' or a 'url'"),
+    "path is a number": (b'[{"path": 7}]', "'path' must be a string"),
+    "url is a list": (b'[{"url": ["a.jpg"]}]', "'url' must be a URL string"),
+    "url is not http": (b'[{"path": "a.jpg", "url": "file:///etc/passwd"}]', "'url' is not an http(s) URL"),
+    "url names a folder": (b'[{"url": "sub/"}]', "needs a 'path'"),
+    "size is a string": (b'[{"path": "a.jpg", "size": "12"}]', "'size' must be a non-negative integer"),
+    "size is negative": (b'[{"path": "a.jpg", "size": -1}]', "'size' must be a non-negative integer"),
+    "size is a boolean": (b'[{"path": "a.jpg", "size": true}]', "'size' must be a non-negative integer"),
+    "sha256 is not hex": (b'[{"path": "a.jpg", "sha256": "xyz"}]', "'sha256' must be 64 hex digits"),
+    "modified is a number": (b'[{"path": "a.jpg", "modified": 1700000000}]', "'modified' must be"),
+    "id is a list": (b'[{"path": "a.jpg", "id": [1]}]', "'id' must be a string"),
+    "next is a number": (b'{"assets": [], "next": 2}', "'next' must be a URL string"),
+    "next loops": (b'{"assets": [], "next": "index.json"}', "the index pages loop"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GARBAGE_INDEXES))
+def test_a_garbage_index_is_exit_4_never_a_crash(gallery: GalleryServer, tmp_path: Path, case: str) -> None:
+    body, expected = GARBAGE_INDEXES[case]
+    gallery.raw_index = body
+    add(gallery.index_url, "index=json")
+    result = run("fetch", "gal", "--dest", str(tmp_path / "dest"), "--json")
+    assert result.exit_code == 4, (result.exit_code, result.stderr)
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert json.loads(result.stdout)["sources"][0]["status"] == "unavailable"
+
+
+@pytest.mark.parametrize(("page", "code", "listed"), [
+    (random.Random(5).randbytes(20_000), 0, 0),  # binary noise: no links, nothing to fetch
+    (b"<html><body><a href='http://[::1/x.jpg'>bad IPv6</a><a href='http://h:99999/y.jpg'>bad port</a>"
+     b"<a href=\"" + b"z" * 5_000 + b".jpg\">a long name that is not there</a><a href='sub/", 5, 1),
+])
+def test_a_garbage_folder_listing_is_never_a_crash(gallery: GalleryServer, tmp_path: Path, page: bytes,
+                                                   code: int, listed: int) -> None:
+    gallery.write("junk.html", page)  # a "listing" page: its links are relative to it
+    add(gallery.url + "junk.html", "index=html")
+    result = run("fetch", "gal", "--dest", str(tmp_path / "dest"), "--json")
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert json.loads(result.stdout)["sources"][0]["listed"] == listed

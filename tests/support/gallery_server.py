@@ -8,11 +8,14 @@ It serves the files under ``root`` below the URL prefix ``/gallery/`` and presen
   ``nginx`` (autoindex ``<pre>``), ``apache`` (autoindex table with sorting links) and
   ``python`` (``python -m http.server``).
 
-Files answer GET and HEAD with a strong content-derived ETag, Last-Modified and
-Content-Length, and honour ``Range: bytes=N-`` (206 + Content-Range) unless an ``If-Range``
-validator no longer matches. Faults are injected per path (relative to the gallery root):
-truncating a body once, answering 429/503 once, a permanent status, and a required Bearer key.
-Every request is recorded in ``requests`` (method, raw path, headers).
+Files answer GET and HEAD with a strong content-derived ETag (unless ``etags`` is off: then
+Last-Modified is the only validator, as with ``python -m http.server``), Last-Modified and
+Content-Length; they answer 304 to a conditional GET whose ``If-None-Match`` (or, without it,
+``If-Modified-Since``) still matches, and honour ``Range: bytes=N-`` (206 + Content-Range) unless
+an ``If-Range`` validator no longer matches. Faults are injected per path (relative to the gallery
+root): truncating a body once, a 206 with the wrong Content-Range once, answering 429/503 once, a
+permanent status, and a required Bearer key. Every request is recorded in ``requests`` (method,
+raw path, headers).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import posixpath
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -67,6 +70,10 @@ class GalleryServer:
     index_urls: bool = True  # give each index entry a "url" (else clients derive it from "path")
     bearer: str | None = None
     redirects: dict[str, str] = field(default_factory=dict)  # path -> Location (301)
+    etags: bool = True  # False: Last-Modified is the only validator
+    raw_index: bytes | None = None  # served as index.json instead of the generated document
+    listing_barrier: threading.Barrier | None = None  # sub-folder listings wait here (concurrency tests)
+    answers: list[tuple[Request, int]] = field(default_factory=list)  # each request and the status it got
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -75,6 +82,8 @@ class GalleryServer:
         self._virtual: list[tuple[str, _Blob]] = []  # (index path, content) served at _blob/<n>
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.listings_in_flight = 0
+        self.max_listings_in_flight = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -150,6 +159,11 @@ class GalleryServer:
         """The next full GET of ``rel`` sends the whole Content-Length but only half the body."""
         self._once.setdefault(rel, []).append("truncate")
 
+    def wrong_range_once(self, rel: str) -> None:
+        """The next ranged GET of ``rel`` (``bytes=N-``, N > 0) answers 206 with the bytes from N // 2 and a
+        Content-Range that says so: not the range that was asked for."""
+        self._once.setdefault(rel, []).append("wrong-range")
+
     def fail_once(self, rel: str, status: int) -> None:
         """The next GET of ``rel`` answers ``status`` (429 comes with ``Retry-After: 0``)."""
         self._once.setdefault(rel, []).append(status)
@@ -184,11 +198,20 @@ class GalleryServer:
     def clear_requests(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.answers.clear()
 
     def file_gets(self) -> list[Request]:
         """GET requests for file content (not listings, not the index)."""
         return [r for r in list(self.requests)
                 if r.method == "GET" and r.rel is not None and self._is_content(r.rel)]
+
+    def status_of(self, request: Request) -> int | None:
+        """The status the server answered ``request`` with."""
+        with self._lock:
+            return next((status for answered, status in self.answers if answered is request), None)
+
+    def heads(self) -> list[Request]:
+        return [r for r in list(self.requests) if r.method == "HEAD"]
 
     def gets_of(self, rel: str) -> list[Request]:
         return [r for r in list(self.requests) if r.method == "GET" and r.rel == rel]
@@ -208,13 +231,16 @@ class GalleryServer:
             except (ValueError, IndexError):
                 return None
         root = self.root.resolve()
-        target = (root / rel).resolve() if rel else root
-        if target != root and root not in target.parents:
+        try:
+            target = (root / rel).resolve() if rel else root
+            if target != root and root not in target.parents:
+                return None
+            if target.is_dir():
+                return "dir", target
+            if target.is_file():
+                return "file", target
+        except OSError:  # a name too long for the file system: not there
             return None
-        if target.is_dir():
-            return "dir", target
-        if target.is_file():
-            return "file", target
         return None
 
     def files(self) -> list[str]:
@@ -329,9 +355,16 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     timeout = 10  # an idle keep-alive connection is dropped after this
     server_gallery: GalleryServer
+    _request: Request
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
         pass
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        gallery = self.server_gallery
+        with gallery._lock:
+            gallery.answers.append((self._request, code))
+        super().send_response(code, message)
 
     def do_GET(self) -> None:  # noqa: N802
         self._serve(head=False)
@@ -355,6 +388,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, head: bool) -> None:
         gallery = self.server_gallery
         request = Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
+        self._request = request
         gallery.record(request)
         parts = urlsplit(self.path)
         path = unquote(parts.path)
@@ -381,6 +415,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(int(fault), b"try again\n", extra)
                 return
         if rel == "index.json":
+            if gallery.raw_index is not None:
+                self._send(200, gallery.raw_index, head=head, content_type="application/json")
+                return
             page = int(parse_qs(parts.query).get("page", ["1"])[0])
             body = json.dumps(gallery.index_document(page), ensure_ascii=False).encode()
             self._send(200, body, head=head, content_type="application/json")
@@ -396,6 +433,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             assert isinstance(target, Path)
             body = gallery.listing(target, path).encode("utf-8", "surrogateescape")
+            if rel and gallery.listing_barrier is not None:
+                self._meet(gallery.listing_barrier)
             self._send(200, body, head=head, content_type="text/html; charset=utf-8")
             return
         if isinstance(target, Path):
@@ -408,15 +447,63 @@ class _Handler(BaseHTTPRequestHandler):
         if replacement is not None:
             gallery.write(rel, replacement[1])
 
+    def _meet(self, barrier: threading.Barrier) -> None:
+        """Count this listing as in flight while it waits for its peers (a broken barrier: no peer came)."""
+        gallery = self.server_gallery
+        with gallery._lock:
+            gallery.listings_in_flight += 1
+            gallery.max_listings_in_flight = max(gallery.max_listings_in_flight, gallery.listings_in_flight)
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+        finally:
+            with gallery._lock:
+                gallery.listings_in_flight -= 1
+
+    def _take(self, rel: str, name: str) -> bool:
+        """Consume the one-shot fault ``name`` of ``rel`` if it is the next one queued."""
+        gallery = self.server_gallery
+        with gallery._lock:
+            queue = gallery._once.get(rel)
+            if queue and queue[0] == name:
+                queue.pop(0)
+                return True
+        return False
+
+    def _not_modified(self, etag: str | None, mtime: float) -> bool:
+        """RFC 9110 section 13.1.2/13.1.3: If-None-Match wins; If-Modified-Since only without it."""
+        if_none_match = self.headers.get("If-None-Match")
+        if if_none_match is not None:
+            tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+            return etag is not None and (etag in tags or "*" in tags)
+        if_modified_since = self.headers.get("If-Modified-Since")
+        if if_modified_since is None:
+            return False
+        try:
+            since = parsedate_to_datetime(if_modified_since).timestamp()
+        except (TypeError, ValueError):
+            return False
+        return int(mtime) <= since
+
     def _file(self, rel: str, data: bytes, mtime: float, head: bool) -> None:
         etag = '"' + hashlib.sha256(data).hexdigest()[:20] + '"'
         last_modified = formatdate(mtime, usegmt=True)
-        headers = {"ETag": etag, "Last-Modified": last_modified, "Accept-Ranges": "bytes"}
+        headers = {"Last-Modified": last_modified, "Accept-Ranges": "bytes"}
+        if self.server_gallery.etags:
+            headers["ETag"] = etag
         content_type = mimetypes.guess_type(rel)[0] or "application/octet-stream"
+        if self._not_modified(etag if self.server_gallery.etags else None, mtime):
+            self.send_response(304)  # no body and no Content-Length (RFC 9110 section 15.4.5)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            return
         start = 0
         range_header = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
-        if range_header and (if_range is None or if_range in (etag, last_modified)):
+        validators = (etag, last_modified) if self.server_gallery.etags else (last_modified,)
+        if range_header and (if_range is None or if_range in validators):
             spec = range_header.strip()
             if spec.startswith("bytes=") and "," not in spec:
                 first, _, last = spec[len("bytes="):].partition("-")
@@ -426,11 +513,13 @@ class _Handler(BaseHTTPRequestHandler):
                     if start >= len(data):
                         self._send(416, b"", {"Content-Range": f"bytes */{len(data)}"}, head)
                         return
+                    if start and not head and self._take(rel, "wrong-range"):
+                        start //= 2
                     body = data[start:end + 1]
                     headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
                     self._send(206, body, headers, head, content_type)
                     return
-        if not head and self.server_gallery._take_fault(rel, (str,)) == "truncate":
+        if not head and self._take(rel, "truncate"):
             self.send_response(200)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import posixpath
 from datetime import UTC, datetime
@@ -14,8 +15,13 @@ _EXTRA_MEDIA = {".heic": "image/heic", ".heif": "image/heif", ".avif": "image/av
 
 
 def media_type(path: str) -> str | None:
-    ext = posixpath.splitext(path)[1].lower()
-    return _EXTRA_MEDIA.get(ext) or mimetypes.guess_type(path, strict=False)[0]
+    return _media_type_of(posixpath.splitext(path)[1].lower())
+
+
+@functools.lru_cache(maxsize=512)
+def _media_type_of(ext: str) -> str | None:
+    """By extension, cached: a 50,000-file listing asks for a handful of extensions."""
+    return _EXTRA_MEDIA.get(ext) or mimetypes.guess_type("x" + ext, strict=False)[0]
 
 
 def is_media(path: str) -> bool:
@@ -32,3 +38,25 @@ def parse_time(value: object) -> datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: str) -> tuple[str, str, int] | None:
+    """An http(s) URL's origin (scheme, host, port; RFC 6454), None for anything else.
+
+    Credentials are bound to an origin: ``http://h`` and ``https://h``, or ``h:80`` and ``h:8080``,
+    are different places, and a key for one must not travel to the other.
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port that is not a number, an unbalanced IPv6 bracket
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port if port is not None else _DEFAULT_PORTS[scheme]

@@ -12,20 +12,26 @@ Facts are from /work/shared/providers.md section 2 (cited as "providers.md 2.x" 
 * Dropbox is case-insensitive: entries are matched by ``path_lower`` and written with the display
   case; only the last component of ``path_display`` is reliably cased, so folders take the case of
   their own folder entry.
+
+RPC calls go through ``pixsrc.api.Api`` (httpx) as idempotent POSTs (they only read), so 429 and 5xx
+are retried; a ``retry_after`` given only in the JSON body (2.5) is honoured like ``Retry-After``.
+Answers are parsed into strict pydantic models: a page of the wrong shape ends the listing with
+SourceUnavailable naming the route. Downloads are ``Transfer``s the engine moves; ``on_error``
+maps Dropbox's route errors (409 path errors, 429 with ``retry_after``) for it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
-from typing import Any
+import math
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
-from pixsrc.http import MAX_RETRY_AFTER, HttpError, Response, retry_after_seconds
-from pixsrc.http import wait as interruptible_wait
+from pixsrc.api import ApiError, retry_after_seconds
+from pixsrc.errors import AuthRequired, SourceUnavailable
 from pixsrc.paths import selected
 from pixsrc.sources import is_media, media_type, parse_time
 from pixsrc.types import (
@@ -37,14 +43,18 @@ from pixsrc.types import (
     SourceConfig,
     SourceContext,
     SourceType,
+    Transfer,
+    TransferError,
     field,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 CONTENT_HASH = "dropbox-content-hash"
 BLOCK = 4 * 1024 * 1024  # providers.md 2.3
 PAGE_LIMIT = 2000  # list_folder's maximum (files.stone: UInt32(min 1, max 2000)), "approximate"
 MAX_RESETS = 3  # listings restarted after a 409 reset before giving up
-RATE_LIMIT_ROUNDS = 3  # extra waits on a 429 that HttpClient's own retries did not get past
 MAX_WARNED = 10  # non-downloadable files named one by one; the rest are counted
 DEFAULT_PORT = 53682  # the redirect URI to register: http://127.0.0.1:53682/callback
 
@@ -105,22 +115,75 @@ class DropboxConfig(SourceConfig):
         return "/" + value if value else ""  # the root is "" for list_folder, never "/" (files.stone)
 
 
+# -- what Dropbox answers (files.stone) ---------------------------------------------------------------
+
+
+class _Wire(BaseModel):
+    """Strict: a value of another JSON type than files.stone declares is garbage to report, not to
+    coerce. Fields pixsrc does not read are ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class _Entry(_Wire):
+    """A Metadata union member (FileMetadata / FolderMetadata / DeletedMetadata), flattened."""
+
+    tag: str = Field(alias=".tag")
+    name: str | None = None
+    path_lower: str | None = None
+    path_display: str | None = None
+    id: str | None = None
+    rev: str | None = None
+    size: int | None = Field(None, ge=0)
+    content_hash: str | None = None
+    is_downloadable: bool | None = None
+    client_modified: str | None = None
+    server_modified: str | None = None
+
+
+class _Page(_Wire):
+    """ListFolderResult: every field required."""
+
+    entries: list[_Entry]
+    cursor: str
+    has_more: bool
+
+
+_Doc = TypeVar("_Doc", bound=_Wire)
+
+
+def _garbage(exc: ValidationError) -> str:
+    """The first problem of an answer that is not the documented shape, in a few words (never its data)."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    if error["type"] == "json_invalid":
+        return f"invalid JSON ({error['msg'].removeprefix('Invalid JSON: ')})"
+    where = ".".join(str(part) for part in error["loc"]) or "the document"
+    return f"a document of an unexpected shape ({where}: {error['msg']})"
+
+
 def _error_tags(body: bytes) -> tuple[list[str], str]:
-    """A route error's tag path (``["path", "not_found"]``) and its error_summary (providers.md 2.5)."""
+    """A route error's tag path (``["path", "not_found"]``) and its error_summary (providers.md 2.5);
+    for a body that is not Dropbox's JSON (400s are plain text), no tags and its start as one line."""
     try:
         document = json.loads(body)
     except ValueError:
-        return [], body.decode("utf-8", "replace").strip()[:300]
+        return [], _one_line(body[:300].decode("utf-8", "replace"))
     if not isinstance(document, dict):
         return [], ""
     tags: list[str] = []
     error = document.get("error")
-    while isinstance(error, dict) and isinstance(error.get(".tag"), str):
+    while isinstance(error, dict) and isinstance(error.get(".tag"), str) and len(tags) < 10:
         tag = error[".tag"]
         tags.append(tag)
         error = error.get(tag)
     summary = document.get("error_summary")
-    return tags, summary if isinstance(summary, str) else "/".join(tags)
+    return tags, _one_line(summary if isinstance(summary, str) else "/".join(tags))
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """Text a server sent, fit for one line of a message: no control characters (a terminal must not
+    obey them), whitespace runs as one space, at most ``limit`` characters."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text[:limit]).split())
 
 
 def _body_retry_after(body: bytes) -> float | None:
@@ -134,6 +197,23 @@ def _body_retry_after(body: bytes) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 else None
 
 
+def _hint_from_body(response: httpx.Response) -> None:
+    """An httpx response hook: a 429 that gives its wait only in the JSON body (2.5) gets it as
+    ``Retry-After`` too, so the Api's one retry policy honours it like the header."""
+    if response.status_code != 429 or "Retry-After" in response.headers:
+        return
+    response.read()
+    delay = _body_retry_after(response.content)
+    if delay is not None:
+        response.headers["Retry-After"] = str(math.ceil(delay))
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """A response header by name, whatever case the engine's mapping keeps (HTTP/2 sends lower case)."""
+    name = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == name), None)
+
+
 class _CursorReset(Exception):
     pass
 
@@ -144,69 +224,48 @@ class DropboxController:
         self.config: DropboxConfig = context.config
         self.source = context.source_id
         provider = context.provider
-        self.api = (provider.api_base_url if provider is not None else API_BASE).rstrip("/")
-        self.content = ((provider.content_base_url if provider is not None else None) or CONTENT_BASE).rstrip("/")
-        self.http = context.http()
-        self.requests = 0  # sent by this controller (HttpClient's own retries not included)
+        self.api_url = (provider.api_base_url if provider is not None else API_BASE).rstrip("/")
+        self.content_url = ((provider.content_base_url if provider is not None else None) or CONTENT_BASE).rstrip("/")
+        self.http = context.api()
+        self.http.client.event_hooks["response"].append(_hint_from_body)
+        self.requests = 0  # RPC calls made by this controller (the Api's own retries not included)
 
-    # -- transport ----------------------------------------------------------------------------------
-
-    def _send(self, url: str, headers: dict[str, str], body: bytes | None) -> tuple[Response, bytes | None]:
-        """POST; a 429 that outlived HttpClient's retries (which honour the Retry-After header) waits
-        for the header's or the JSON body's ``retry_after`` a few more times. Returns the response and,
-        when it is an error, its body (already read)."""
-        rounds = 0
-        while True:
-            self.requests += 1
-            response = self.http.request("POST", url, headers=headers, body=body)
-            if response.status < 400:
-                return response, None
-            data = response.read_all(1 << 20)
-            if response.status != 429 or rounds >= RATE_LIMIT_ROUNDS:
-                return response, data
-            delay = retry_after_seconds(response.headers.get("Retry-After"))
-            if delay is None:
-                delay = _body_retry_after(data)
-            delay = 1.0 if delay is None else delay  # RateLimitError.retry_after defaults to 1 (auth.stone)
-            if delay > MAX_RETRY_AFTER:
-                raise HttpError(f"POST {url}: HTTP 429, Dropbox asks to wait {delay:.0f} s", 429, retryable=True)
-            if delay >= 2:
-                self.context.warn(f"Dropbox rate limit (HTTP 429); waiting {delay:.0f} s before retrying")
-            interruptible_wait(delay)
-            rounds += 1
+    # -- RPC ----------------------------------------------------------------------------------------
 
     def _auth_error(self, route: str, body: bytes) -> AuthRequired:
         tags, summary = _error_tags(body)
-        tag = tags[0] if tags else "unauthorized"
+        tag = _one_line(tags[0], 100) if tags else "unauthorized"
         if tag == "missing_scope":
             return AuthRequired(
                 f"{self.source}: the Dropbox app lacks a permission for {route} ({summary})",
                 hint="tick files.metadata.read and files.content.read in the App Console's Permissions tab, "
                      f"then: pixsrc auth login {self.source}")
-        return AuthRequired(f"{self.source}: Dropbox refused the credential ({tag})",
+        return AuthRequired(f"{self.source}: Dropbox refused the credential for {route} (HTTP 401 {tag})",
                             hint=f"run: pixsrc auth login {self.source}")
 
-    def _rpc(self, route: str, args: dict[str, Any]) -> dict[str, Any]:
-        """An RPC call for the listing: JSON in, JSON out (providers.md 2.4: Content-Type application/json)."""
-        body = json.dumps(args).encode()
+    def _rpc(self, route: str, args: dict[str, Any], model: type[_Doc]) -> _Doc:
+        """An RPC call for the listing: JSON in, JSON out (providers.md 2.4: Content-Type application/json).
+        Idempotent: these routes only read, so a POST lost on the way may be sent again."""
+        self.requests += 1
         try:
-            response, error = self._send(f"{self.api}/2/{route}", {"Content-Type": "application/json"}, body)
-            if error is None:
-                document = response.json()
-        except HttpError as exc:
+            response = self.http.post(f"{self.api_url}/2/{route}", content=json.dumps(args).encode(),
+                                      headers={"Content-Type": "application/json"}, idempotent=True)
+        except ApiError as exc:
             raise SourceUnavailable(f"{self.source}: Dropbox {route}: {exc}") from None
-        if error is None:
-            if not isinstance(document, dict):
-                raise SourceUnavailable(f"{self.source}: Dropbox {route}: the answer is not a JSON object")
-            return document
-        status = response.status
+        status = response.status_code
+        if status == 200:
+            try:
+                return model.model_validate_json(response.content)
+            except ValidationError as exc:
+                raise SourceUnavailable(f"{self.source}: Dropbox answered {route} with {_garbage(exc)}",
+                                        hint="try again later; if it persists, report it") from None
+        error = response.content
         if status == 401:
             raise self._auth_error(route, error)
-        if status == 400:  # plain text: pixsrc sent something Dropbox does not accept (providers.md 2.5)
-            text = error.decode("utf-8", "replace").strip()[:300]
-            raise SourceUnavailable(f"{self.source}: Dropbox rejected pixsrc's {route} request as malformed "
-                                    f"(a pixsrc bug; please report it): {text}")
         tags, summary = _error_tags(error)
+        if status == 400:  # plain text: pixsrc sent something Dropbox does not accept (providers.md 2.5)
+            raise SourceUnavailable(f"{self.source}: Dropbox rejected pixsrc's {route} request as malformed "
+                                    f"(a pixsrc bug; please report it): {summary}")
         if status == 409:
             if route == "files/list_folder/continue" and tags[:1] == ["reset"]:
                 raise _CursorReset()
@@ -218,34 +277,36 @@ class DropboxController:
                                              "/Apps/<app name>/")
             if tags[:2] == ["path", "not_folder"]:
                 raise SourceUnavailable(f"{self.source}: {folder!r} in Dropbox is a file, not a folder")
-            raise SourceUnavailable(f"{self.source}: Dropbox {route} failed for {folder!r}: {summary or status}")
+            raise SourceUnavailable(f"{self.source}: Dropbox {route} failed for {folder!r}: HTTP 409 "
+                                    f"{summary or 'without a reason'}")
+        detail = f": {summary}" if summary else ""
         if status == 403:
-            raise SourceUnavailable(f"{self.source}: Dropbox denied access for {route}: {summary or 'HTTP 403'}")
-        raise SourceUnavailable(f"{self.source}: Dropbox {route}: HTTP {status}{': ' + summary if summary else ''}")
+            raise SourceUnavailable(f"{self.source}: Dropbox denied access for {route}: HTTP 403{detail}")
+        if status == 429:
+            raise SourceUnavailable(f"{self.source}: Dropbox {route}: HTTP 429{detail} (still rate-limited "
+                                    "after retrying)", hint="try again later")
+        raise SourceUnavailable(f"{self.source}: Dropbox {route}: HTTP {status}{detail}")
 
     # -- listing ------------------------------------------------------------------------------------
 
-    def _entries(self) -> list[dict[str, Any]]:
+    def _entries(self) -> list[_Entry]:
         """One complete listing of the folder, page after page (never in parallel: providers.md 2.2)."""
         args: dict[str, Any] = {"path": self.config.path, "recursive": self.config.recursive,
                                 "include_non_downloadable_files": True}  # listed, so the user hears why skipped
         if PAGE_LIMIT:
             args["limit"] = PAGE_LIMIT
-        page = self._rpc("files/list_folder", args)
-        entries: list[dict[str, Any]] = []
+        page = self._rpc("files/list_folder", args, _Page)
+        entries: list[_Entry] = []
         seen_cursors: set[str] = set()
         while True:
-            batch = page.get("entries")
-            if not isinstance(batch, list):
-                raise SourceUnavailable(f"{self.source}: Dropbox list_folder answered without entries")
-            entries.extend(e for e in batch if isinstance(e, dict))
-            if not page.get("has_more"):
+            entries.extend(page.entries)
+            if not page.has_more:
                 return entries
-            cursor = page.get("cursor")
-            if not isinstance(cursor, str) or not cursor or cursor in seen_cursors:
-                raise SourceUnavailable(f"{self.source}: Dropbox list_folder pages loop or lack a cursor")
+            cursor = page.cursor
+            if not cursor or cursor in seen_cursors:
+                raise SourceUnavailable(f"{self.source}: Dropbox files/list_folder pages loop or lack a cursor")
             seen_cursors.add(cursor)
-            page = self._rpc("files/list_folder/continue", {"cursor": cursor})
+            page = self._rpc("files/list_folder/continue", {"cursor": cursor}, _Page)
 
     def list_assets(self) -> Iterator[Asset]:
         for attempt in range(MAX_RESETS + 1):
@@ -259,27 +320,25 @@ class DropboxController:
                 self.context.warn("Dropbox reset the listing cursor; listing the folder again from the start")
         yield from self._assets(entries)
 
-    def _assets(self, entries: list[dict[str, Any]]) -> Iterator[Asset]:
+    def _assets(self, entries: list[_Entry]) -> Iterator[Asset]:
         depth = self.config.path.count("/")  # components of the configured folder ("" -> 0)
         # a folder's own entry carries its correct case in `name`; children's path_display may not
-        folder_names = {e["path_lower"]: e["name"] for e in entries
-                        if e.get(".tag") == "folder" and isinstance(e.get("path_lower"), str)
-                        and isinstance(e.get("name"), str)}
+        folder_names = {e.path_lower: e.name for e in entries
+                        if e.tag == "folder" and e.path_lower is not None and e.name is not None}
         skipped: list[str] = []
         for entry in entries:
-            if entry.get(".tag") != "file":
+            if entry.tag != "file":
                 continue  # folders give names only; "deleted" entries only come with include_deleted
-            lower, display, file_id = entry.get("path_lower"), entry.get("path_display"), entry.get("id")
-            if not (isinstance(lower, str) and isinstance(file_id, str) and file_id):
-                continue
+            lower, display, file_id = entry.path_lower, entry.path_display, entry.id
+            if not (lower and file_id):
+                continue  # not mounted (files.stone: path_lower is then null): nothing to download by
             lower_parts = lower.split("/")[1:]
             if len(lower_parts) <= depth:
                 continue
-            display_parts = display.split("/")[1:] if isinstance(display, str) else []
+            display_parts = display.split("/")[1:] if display is not None else []
             if len(display_parts) != len(lower_parts):
                 display_parts = lower_parts
-            given = entry.get("name")
-            name: str = given if isinstance(given, str) and given else display_parts[-1]
+            name = entry.name or display_parts[-1]
             rel_parts = []
             for index in range(depth, len(lower_parts) - 1):
                 folder_lower = "/" + "/".join(lower_parts[: index + 1])
@@ -291,19 +350,16 @@ class DropboxController:
             if not selected(rel.lower(), [p.lower() for p in self.config.include],
                             [p.lower() for p in self.config.exclude]):
                 continue
-            if entry.get("is_downloadable") is False:  # e.g. Google Docs in Dropbox: export only (2.4)
+            if entry.is_downloadable is False:  # e.g. Google Docs in Dropbox: export only (2.4)
                 skipped.append(rel)
                 continue
-            content_hash = entry.get("content_hash")
-            checksum = Checksum(CONTENT_HASH, content_hash.lower()) if isinstance(content_hash, str) else None
-            rev = entry.get("rev")
+            content_hash = entry.content_hash.lower() if entry.content_hash else None
+            checksum = Checksum(CONTENT_HASH, content_hash) if content_hash else None
             # content_hash changes iff the bytes do (a re-upload of the same bytes keeps it); rev otherwise
-            version = f"ch:{content_hash.lower()}" if checksum and content_hash else f"rev:{rev}"
-            size = entry.get("size")
-            yield Asset(id=file_id, path=rel, version=version,
-                        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
-                        modified=parse_time(entry.get("client_modified")) or parse_time(entry.get("server_modified")),
-                        media_type=media_type(name), checksum=checksum, ref=(lower, file_id))
+            version = f"ch:{content_hash}" if content_hash else f"rev:{entry.rev}"
+            yield Asset(id=file_id, path=rel, version=version, size=entry.size,
+                        modified=parse_time(entry.client_modified) or parse_time(entry.server_modified),
+                        media_type=media_type(name), checksum=checksum, ref=lower)
         for rel in skipped[:MAX_WARNED]:
             self.context.warn(f"skipped {rel}: Dropbox cannot download it (is_downloadable=false; "
                               "a cloud document that can only be exported)")
@@ -312,52 +368,48 @@ class DropboxController:
 
     # -- content ------------------------------------------------------------------------------------
 
-    def open(self, asset: Asset, offset: int = 0) -> Response:
-        path_lower, file_id = asset.ref
-        return self._download(asset, path_lower, offset, fallback=file_id)
+    def transfer(self, asset: Asset) -> Transfer:
+        # the listed path; a file moved since the listing fails alone (409 path/not_found) and is listed
+        # at its new place by the next run
+        path_lower: str = asset.ref
+        # "HTTP header safe" JSON: ensure_ascii escapes 0x7F and non-ASCII as \uXXXX (providers.md 2.4).
+        # No body and no Content-Type (a form one is refused, 2.4); content endpoints honour Range.
+        arg = json.dumps({"path": path_lower}, ensure_ascii=True)
+        return Transfer(url=f"{self.content_url}/2/files/download", method="POST",
+                        headers={"Dropbox-API-Arg": arg}, body=b"", auth=self.context.auth, resumable=True,
+                        on_error=self._download_error)
 
-    def _download(self, asset: Asset, target: str, offset: int, fallback: str | None) -> Response:
-        # "HTTP header safe" JSON: ensure_ascii escapes 0x7F and non-ASCII as \uXXXX (providers.md 2.4)
-        headers = {"Dropbox-API-Arg": json.dumps({"path": target}, ensure_ascii=True)}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        try:
-            response, error = self._send(f"{self.content}/2/files/download", headers, None)
-        except HttpError as exc:
-            raise AssetError(str(exc), retryable=exc.retryable) from None
-        status = response.status
-        if error is None:
-            if status == 206 and offset:
-                if (response.headers.get("Content-Range") or "").startswith(f"bytes {offset}-"):
-                    response.offset = offset
-                    return response
-                response.close()
-                return self._download(asset, target, 0, fallback)
-            if status == 200:
-                return response
-            response.close()
-            raise AssetError(f"Dropbox answered HTTP {status} to the download", retryable=False)
-        if status == 416 and offset:
-            return self._download(asset, target, 0, fallback)
+    def _download_error(self, status: int, headers: Mapping[str, str], body: bytes) -> TransferError | None:
+        """Classify a refused download (providers.md 2.5). A 401 is left to the engine (refresh once,
+        then exit 3) unless a scope is missing, which no refresh mends."""
+        tags, summary = _error_tags(body)
         if status == 401:
-            raise self._auth_error("files/download", error)
-        tags, summary = _error_tags(error)
+            if tags[:1] != ["missing_scope"]:
+                return None
+            return TransferError(f"the Dropbox app lacks a permission for files/download ({summary}): tick "
+                                 "files.content.read in the App Console's Permissions tab, then: pixsrc auth "
+                                 f"login {self.source}", auth=True)
         if status == 409:
-            if tags[:2] == ["path", "not_found"] and fallback:  # moved since the listing: the id still works
-                return self._download(asset, fallback, offset, None)
+            if tags[:2] == ["path", "not_found"]:
+                return TransferError(f"Dropbox: {summary} (moved or deleted since the listing)")
             if tags[:1] == ["unsupported_file"]:
-                raise AssetError("Dropbox cannot download this file (export only)")
-            raise AssetError(f"Dropbox: {summary or 'HTTP 409'}")
+                return TransferError("Dropbox cannot download this file (export only)")
+            return TransferError(f"Dropbox: {summary or 'HTTP 409 without a reason'}")
         if status == 400:
-            text = error.decode("utf-8", "replace").strip()[:300]
-            raise AssetError(f"Dropbox rejected pixsrc's download request as malformed (a pixsrc bug): {text}")
-        raise AssetError(f"Dropbox: HTTP {status}{': ' + summary if summary else ''}",
-                         retryable=status in (408, 429) or status >= 500)
+            return TransferError(f"Dropbox rejected pixsrc's download request as malformed (a pixsrc bug): "
+                                 f"{summary}")
+        detail = f": {summary}" if summary else ""
+        if status == 429:
+            delay = retry_after_seconds(_header(headers, "Retry-After"))
+            if delay is None:
+                delay = _body_retry_after(body)
+            return TransferError(f"Dropbox rate limit (HTTP 429{detail})", retry=True, retry_after=delay)
+        return TransferError(f"Dropbox answered HTTP {status}{detail}", retry=status == 408 or status >= 500)
 
     def verify(self) -> str | None:
         """One cheap call after login: the configured folder can be listed."""
         args = {"path": self.config.path, "recursive": False, "limit": 1}
-        self._rpc("files/list_folder", args)
+        self._rpc("files/list_folder", args, _Page)
         return f"folder {self.config.path or '/'} is readable"
 
     def close(self) -> None:

@@ -13,6 +13,13 @@ Shortcuts are resolved to their targets (a folder shortcut back to an ancestor i
 dangling one is reported). Google Docs/Sheets/Slides cannot be downloaded as images and are
 skipped with a warning; Drawings are exported (``files.export``, 10 MB limit). Same-name siblings
 get ``name~<id prefix>.ext`` names that depend only on their own ids.
+
+API calls go through ``pixsrc.api.Api`` (httpx): 403 rate-limit reasons are retried like 429/5xx
+(§1.7). Every answer is parsed into strict pydantic models: a document of the wrong shape (a number
+where Drive documents a string, a truncated page, an HTML error page) ends the listing with
+SourceUnavailable naming the endpoint, never with a traceback. Downloads are described as
+``Transfer``s (``alt=media``, or ``files.export``) that the engine moves; ``on_error`` reads
+Google's JSON error reason for it.
 """
 
 from __future__ import annotations
@@ -26,14 +33,16 @@ import time
 import unicodedata
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import quote, urlencode
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pixsrc.api import ApiError, retry_after_seconds
 from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
-from pixsrc.http import HttpClient, HttpError, Response
 from pixsrc.paths import selected
 from pixsrc.sources import is_media, parse_time
 from pixsrc.types import (
@@ -44,8 +53,13 @@ from pixsrc.types import (
     SourceConfig,
     SourceContext,
     SourceType,
+    Transfer,
+    TransferError,
     field,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 FOLDER = "application/vnd.google-apps.folder"
 SHORTCUT = "application/vnd.google-apps.shortcut"
@@ -62,7 +76,7 @@ PAGE_SIZE = 1000  # §1.6: the maximum; larger values are clamped by Drive and r
 FOLDER_WORKERS = 4  # folders listed at once: small, the rate limit still applies to each request
 
 EXPORTS = {"png": ("image/png", ".png"), "jpeg": ("image/jpeg", ".jpg"), "svg": ("image/svg+xml", ".svg")}
-# §1.7: rate limiting shows up as 403 with these reasons (or as 429, which the client retries anyway)
+# §1.7: rate limiting shows up as 403 with these reasons (or as 429, which the Api retries anyway)
 RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 # Quotas that will not recover within this run: stop asking (unverified reason list, see report)
 DAILY_REASONS = frozenset({"dailyLimitExceeded", "dailyLimitExceededUnreg", "quotaExceeded"})
@@ -115,6 +129,85 @@ class GoogleDriveConfig(SourceConfig):
     all_files: bool = field(False, label="All files, not only images and videos")
 
 
+# -- what Drive answers (§1.6, the discovery document's schemas) -----------------------------------------
+
+
+class _Wire(BaseModel):
+    """Strict: a value of another JSON type than the discovery document says is garbage to report, not
+    to coerce (a number for ``size``, a string for ``parents``). Fields pixsrc does not ask for are
+    ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class _Capabilities(_Wire):
+    canDownload: bool = True
+
+
+class _ShortcutDetails(_Wire):
+    targetId: str | None = None
+    targetMimeType: str | None = None
+
+
+class DriveFile(_Wire):
+    """The fields of a File resource the listing asks for (FILE_FIELDS)."""
+
+    id: str = Field(min_length=1)
+    name: str = ""
+    mimeType: str = ""
+    parents: list[str] = []
+    trashed: bool = False
+    size: str | None = Field(None, pattern=r"^[0-9]+$")  # §1.6: an int64 *string*; blobs only
+    md5Checksum: str | None = None
+    sha256Checksum: str | None = None
+    modifiedTime: str | None = None
+    capabilities: _Capabilities | None = None
+    shortcutDetails: _ShortcutDetails | None = None
+
+
+class _FileList(_Wire):
+    nextPageToken: str | None = None
+    files: list[DriveFile] = []
+
+
+class _Change(_Wire):
+    changeType: str = "file"
+    fileId: str | None = None
+    removed: bool = False
+    file: DriveFile | None = None
+
+
+class _ChangeList(_Wire):
+    nextPageToken: str | None = None
+    newStartPageToken: str | None = None
+    changes: list[_Change] = []
+
+
+class _StartPageToken(_Wire):
+    startPageToken: str = Field(min_length=1)
+
+
+class _User(_Wire):
+    displayName: str | None = None
+    emailAddress: str | None = None
+
+
+class _About(_Wire):
+    user: _User | None = None
+
+
+_Doc = TypeVar("_Doc", bound=_Wire)
+
+
+def _garbage(exc: ValidationError) -> str:
+    """The first problem of an answer that is not the documented shape, in a few words (never its data)."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    if error["type"] == "json_invalid":
+        return f"invalid JSON ({error['msg'].removeprefix('Invalid JSON: ')})"
+    where = ".".join(str(part) for part in error["loc"]) or "the document"
+    return f"a document of an unexpected shape ({where}: {error['msg']})"
+
+
 # -- the snapshot -------------------------------------------------------------------------------------
 
 
@@ -135,15 +228,13 @@ class Node:
     target_mime: str | None = None
 
     @classmethod
-    def from_api(cls, item: dict[str, Any]) -> Node:
-        size = item.get("size")  # §1.6: an int64 *string*; blobs only
-        details = item.get("shortcutDetails") or {}
-        return cls(str(item["id"]), str(item.get("name") or ""), str(item.get("mimeType") or ""),
-                   tuple(item.get("parents") or ()),
-                   int(size) if isinstance(size, str) and size.isdigit() else None,
-                   item.get("md5Checksum"), item.get("sha256Checksum"), item.get("modifiedTime"),
-                   bool((item.get("capabilities") or {}).get("canDownload", True)),
-                   details.get("targetId"), details.get("targetMimeType"))
+    def from_file(cls, item: DriveFile) -> Node:
+        details = item.shortcutDetails
+        return cls(item.id, item.name, item.mimeType, tuple(item.parents),
+                   int(item.size) if item.size is not None else None,
+                   item.md5Checksum, item.sha256Checksum, item.modifiedTime,
+                   item.capabilities.canDownload if item.capabilities else True,
+                   details.targetId if details else None, details.targetMimeType if details else None)
 
     def pack(self) -> list[Any]:
         return [self.id, self.name, self.mime, list(self.parents), self.size, self.md5, self.sha256,
@@ -192,22 +283,42 @@ class Snapshot:
 # -- errors -------------------------------------------------------------------------------------------
 
 
+def one_line(text: str, limit: int = 300) -> str:
+    """Text a server sent, fit for one line of a message: no control characters (a terminal must not
+    obey them), whitespace runs as one space, at most ``limit`` characters."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text[:limit]).split())
+
+
 def google_reason(body: bytes) -> tuple[str | None, str]:
-    """(reason, message) of Google's JSON error body (§1.7), tolerant of anything else."""
+    """(reason, message) of Google's JSON error body (§1.7), tolerant of anything else (an HTML page
+    from a proxy, a truncated body): then no reason, and the start of the body as the message."""
     try:
         error = json.loads(body).get("error")
     except (ValueError, AttributeError):
-        return None, body[:200].decode("utf-8", "replace").strip()
+        return None, one_line(body[:300].decode("utf-8", "replace"))
     if not isinstance(error, dict):
-        return None, str(error or "")
+        return None, one_line(str(error or ""))
     errors = error.get("errors") or [{}]
     first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
-    return first.get("reason"), str(error.get("message") or first.get("message") or "")
+    reason = first.get("reason")
+    message = error.get("message") or first.get("message") or ""
+    return (one_line(reason, 100) if isinstance(reason, str) else None), (
+        one_line(message) if isinstance(message, str) else "")
 
 
-def _rate_limited(status: int, body: bytes) -> bool:
-    """For HttpClient.retry_when: a 403 is transient only when its reason says rate limit (§1.7)."""
-    return status == 403 and google_reason(body)[0] in RATE_REASONS
+def _detail(reason: str | None, message: str) -> str:
+    return f": {reason}: {message}" if reason and message else f": {reason or message}" if reason or message else ""
+
+
+def _rate_limited(response: httpx.Response) -> bool:
+    """For Api.retry_when: a 403 is transient only when its reason says rate limit (§1.7)."""
+    return response.status_code == 403 and google_reason(response.content)[0] in RATE_REASONS
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """A response header by name, whatever case the engine's mapping keeps (HTTP/2 sends lower case)."""
+    name = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == name), None)
 
 
 def _q_string(value: str) -> str:
@@ -241,10 +352,10 @@ class GoogleDriveController:
         self.cache = context.cache
         provider = context.provider
         base = (provider.api_base_url if provider is not None else PROVIDER.api_base_url).rstrip("/")
-        self.api = f"{base}/drive/v3"
-        self.http: HttpClient = context.http(retry_when=_rate_limited)
+        self.base = f"{base}/drive/v3"
+        self.api = context.api(retry_when=_rate_limited, headers={"Accept": "application/json"})
         self.jobs = max(1, min(FOLDER_WORKERS, context.jobs))
-        self.requests = 0  # API requests sent by the listing (for the numbers in tests and reports)
+        self.requests = 0  # API calls made by the listing (the Api's own retries not included)
         self._count_lock = threading.Lock()
         self._stop: str | None = None  # set once a daily quota is exhausted: no more downloads this run
         shared = self.config.shared_drive_id.strip()
@@ -257,51 +368,51 @@ class GoogleDriveController:
     # -- requests -----------------------------------------------------------------------------
 
     def _url(self, path: str, params: dict[str, str]) -> str:
-        return f"{self.api}/{path}?{urlencode(params, quote_via=quote)}"
+        return f"{self.base}/{path}?{urlencode(params, quote_via=quote)}"
 
-    def _get_json(self, path: str, params: dict[str, str], *,
-                  token_param: str | None = None) -> dict[str, Any]:
-        """GET an API document for the listing; errors become SourceUnavailable / AuthRequired."""
-        url = self._url(path, params)
+    def _get(self, endpoint: str, path: str, params: dict[str, str], model: type[_Doc], *,
+             token_param: str | None = None, missing_ok: bool = False) -> _Doc:
+        """GET one API document for the listing, parsed into ``model``. Every other outcome becomes
+        SourceUnavailable or AuthRequired naming ``endpoint`` (e.g. ``files.list``), except the two the
+        caller asks to handle: a refused ``token_param`` (_TokenRejected) and, with ``missing_ok``, a
+        404 (_NotFound)."""
         with self._count_lock:
             self.requests += 1
         try:
-            response = self.http.get(url, {"Accept": "application/json"})
-            body = response.read_all(64 << 20)
-        except HttpError as exc:
-            raise SourceUnavailable(f"{self.source}: {exc}") from None
-        if response.status == 200:
+            response = self.api.get(self._url(path, params))
+        except ApiError as exc:
+            raise SourceUnavailable(f"{self.source}: Google Drive {endpoint}: {exc}") from None
+        status = response.status_code
+        if status == 200:
             try:
-                document = json.loads(body)
-            except ValueError:
-                raise SourceUnavailable(f"{self.source}: Google Drive answered invalid JSON for {path}") \
-                    from None
-            if not isinstance(document, dict):
-                raise SourceUnavailable(f"{self.source}: Google Drive answered an unexpected document "
-                                        f"for {path}")
-            return document
-        reason, message = google_reason(body)
-        if response.status == 401 or (response.status == 403 and reason in AUTH_REASONS):
-            raise AuthRequired(f"{self.source}: Google Drive refused the credential "
-                               f"({message or response.status})",
+                return model.model_validate_json(response.content)
+            except ValidationError as exc:
+                raise SourceUnavailable(f"{self.source}: Google Drive answered {endpoint} with {_garbage(exc)}",
+                                        hint="try again later; if it persists, report it") from None
+        reason, message = google_reason(response.content)
+        what = f"{self.source}: Google Drive {endpoint}: HTTP {status}{_detail(reason, message)}"
+        if status == 401 or (status == 403 and reason in AUTH_REASONS):
+            raise AuthRequired(f"{self.source}: Google Drive refused the credential for {endpoint} "
+                               f"(HTTP {status}{_detail(reason, message)})",
                                hint=f"run: pixsrc auth login {self.source}")
-        if token_param and params.get(token_param) and response.status in (400, 404, 410):
+        if token_param and params.get(token_param) and status in (400, 404, 410):
             raise _TokenRejected(message)  # §1.6: "if a token is rejected, discard it and restart"
-        if response.status == 404:
+        if status == 404 and missing_ok:
             raise _NotFound(message)
-        if response.status == 403 and reason in RATE_REASONS or response.status == 429:
-            raise SourceUnavailable(f"{self.source}: Google Drive kept rate-limiting the listing ({message})",
+        if status == 429 or (status == 403 and reason in RATE_REASONS):
+            raise SourceUnavailable(f"{what} (still rate-limited after retrying)",
                                     hint="try again later, or lower [providers.google] requests_per_second")
-        raise SourceUnavailable(f"{self.source}: Google Drive answered HTTP {response.status} for {path}"
-                                + (f": {reason}: {message}" if reason else f": {message}" if message else ""))
+        if status == 403 and reason in DAILY_REASONS:
+            raise SourceUnavailable(f"{what} (a daily quota is exhausted)", hint="try again in 24 hours")
+        raise SourceUnavailable(what)
 
     def _get_file(self, file_id: str) -> Node:
         """files.get; a file in the trash counts as not found (the listing never shows trashed items)."""
-        item = self._get_json(f"files/{quote(file_id, safe='')}",
-                              {"fields": FILE_FIELDS, "supportsAllDrives": "true"})
-        if item.get("trashed"):
+        item = self._get("files.get", f"files/{quote(file_id, safe='')}",
+                         {"fields": FILE_FIELDS, "supportsAllDrives": "true"}, DriveFile, missing_ok=True)
+        if item.trashed:
             raise _NotFound(f"{file_id} is in the trash")
-        return Node.from_api(item)
+        return Node.from_file(item)
 
     def _list_query(self, q: str, scope: dict[str, str] | None = None) -> list[Node]:
         """Every page of one files.list query; a rejected page token restarts it (twice at most)."""
@@ -311,12 +422,11 @@ class GoogleDriveController:
                       **(scope or self.list_params)}
             try:
                 while True:
-                    page = self._get_json("files", params, token_param="pageToken")
-                    nodes.extend(Node.from_api(item) for item in page.get("files") or () if item.get("id"))
-                    token = page.get("nextPageToken")
-                    if not token:
+                    page = self._get("files.list", "files", params, _FileList, token_param="pageToken")
+                    nodes.extend(Node.from_file(item) for item in page.files)
+                    if not page.nextPageToken:
                         return nodes
-                    params = {**params, "pageToken": token}
+                    params = {**params, "pageToken": page.nextPageToken}
             except _TokenRejected:
                 self.warn("Google Drive refused a page token; listing that folder again from its first page")
         raise SourceUnavailable(f"{self.source}: Google Drive kept refusing its own page tokens")
@@ -390,7 +500,8 @@ class GoogleDriveController:
         token = None
         if incremental:  # taken BEFORE listing: a change made while we list is seen next time
             params = {"supportsAllDrives": "true", **({"driveId": self.drive_id} if self.drive_id else {})}
-            token = str(self._get_json("changes/startPageToken", params).get("startPageToken") or "") or None
+            token = self._get("changes.getStartPageToken", "changes/startPageToken", params,
+                              _StartPageToken).startPageToken
         root = self._root()
         nodes: dict[str, Node] = {root.id: root}
         walked: set[str] = set()
@@ -420,19 +531,20 @@ class GoogleDriveController:
             params["driveId"] = self.drive_id
         changes: list[tuple[str, Node | None]] = []
         while True:
-            page = self._get_json("changes", params, token_param="pageToken")
-            for change in page.get("changes") or ():
-                file_id = change.get("fileId")
-                if not file_id or change.get("changeType", "file") != "file":
+            page = self._get("changes.list", "changes", params, _ChangeList, token_param="pageToken")
+            for change in page.changes:
+                if not change.fileId or change.changeType != "file":
                     continue  # a shared drive's own metadata changed
-                item = change.get("file")
-                gone = change.get("removed") or not isinstance(item, dict) or item.get("trashed")
-                changes.append((file_id, None if gone else Node.from_api(item)))
-            if page.get("newStartPageToken"):
-                return changes, str(page["newStartPageToken"])
-            if not page.get("nextPageToken"):
+                item = change.file
+                if change.removed or item is None or item.trashed:
+                    changes.append((change.fileId, None))
+                else:
+                    changes.append((change.fileId, Node.from_file(item)))
+            if page.newStartPageToken:
+                return changes, page.newStartPageToken
+            if not page.nextPageToken:
                 raise _TokenRejected("changes.list ended without a newStartPageToken")
-            params = {**params, "pageToken": str(page["nextPageToken"])}
+            params = {**params, "pageToken": page.nextPageToken}
 
     def _apply(self, snap: Snapshot, changes: list[tuple[str, Node | None]]) -> bool:
         """Patch the snapshot; False when a full listing is needed instead (the root went away)."""
@@ -619,59 +731,47 @@ class GoogleDriveController:
 
     # -- content ------------------------------------------------------------------------------
 
-    def open(self, asset: Asset, offset: int = 0) -> Response:
+    def transfer(self, asset: Asset) -> Transfer:
         if self._stop:
             raise AssetError(self._stop)
         ref: _Ref = asset.ref
-        headers: dict[str, str] = {}
         file_path = f"files/{quote(ref.file_id, safe='')}"
         if ref.export_mime:  # §1.6: files.export, no ranges, at most 10 MB
-            url = self._url(f"{file_path}/export", {"mimeType": ref.export_mime})
-        else:
-            url = self._url(file_path, {"alt": "media", "supportsAllDrives": "true"})
-            if offset:
-                headers["Range"] = f"bytes={offset}-"
-        try:
-            response = self.http.get(url, headers)
-        except HttpError as exc:
-            raise AssetError(str(exc), retryable=exc.retryable) from None
-        status = response.status
-        content_range = response.headers.get("Content-Range", "")
-        if status == 206 and offset and content_range.startswith(f"bytes {offset}-"):
-            response.offset = offset
-            return response
-        if status == 200:
-            return response
-        if status == 416 and offset:
-            response.close()
-            return self.open(asset, 0)
-        body = response.read_all(1 << 20)
+            return Transfer(url=self._url(f"{file_path}/export", {"mimeType": ref.export_mime}),
+                            auth=self.context.auth, resumable=False, on_error=self._download_error)
+        # §1.6: alt=media, with supportsAllDrives=true for shared-drive items; Range is honoured
+        return Transfer(url=self._url(file_path, {"alt": "media", "supportsAllDrives": "true"}),
+                        auth=self.context.auth, resumable=True, on_error=self._download_error)
+
+    def _download_error(self, status: int, headers: Mapping[str, str], body: bytes) -> TransferError | None:
+        """Classify a refused download by Google's error reason (§1.7). A 401 is left to the engine
+        (refresh once, then exit 3). Raises SourceUnavailable when a daily quota is exhausted: every
+        further download of this run would be refused the same way."""
         reason, message = google_reason(body)
         if status == 401:
-            raise AuthRequired(f"{self.source}: Google Drive refused the credential",
-                               hint=f"run: pixsrc auth login {self.source}")
+            return None
         if status == 403:
-            raise self._forbidden(asset, reason, message)
+            return self._forbidden(reason, message)
         if status == 404:
-            raise AssetError("Google Drive says it no longer exists (or it is not shared with you any more)")
-        retryable = status in (408, 429) or status >= 500
-        detail = f" {reason}: {message}" if reason else f": {message}" if message else ""
-        raise AssetError(f"HTTP {status}{detail}", retryable=retryable)
+            return TransferError("Google Drive says it no longer exists (or it is not shared with you any more)")
+        summary = f"Google Drive answered HTTP {status}{_detail(reason, message)}"
+        if status in (408, 429) or status >= 500:
+            return TransferError(summary, retry=True, retry_after=retry_after_seconds(_header(headers, "Retry-After")))
+        return TransferError(summary)
 
-    def _forbidden(self, asset: Asset, reason: str | None, message: str) -> Exception:
+    def _forbidden(self, reason: str | None, message: str) -> TransferError:
         per_file = "this file" in message.lower()
         if reason in DAILY_REASONS or reason == "downloadQuotaExceeded" and not per_file:
             # a quota of the account or the app: every further download would fail the same way
             self._stop = f"not tried: Google Drive's daily quota is exhausted ({message})"
-            return SourceUnavailable(f"{self.source}: Google Drive's daily quota is exhausted "
-                                     f"({reason}: {message})",
-                                     hint="try again in 24 hours; already downloaded files are kept")
+            raise SourceUnavailable(f"{self.source}: Google Drive's daily quota is exhausted "
+                                    f"({reason}: {message})",
+                                    hint="try again in 24 hours; already downloaded files are kept")
         if reason in AUTH_REASONS:
-            return AuthRequired(f"{self.source}: the credential may not download files ({message})",
-                                hint=f"run: pixsrc auth login {self.source} "
-                                     "(the drive.readonly scope is needed)")
+            return TransferError(f"the credential may not download files ({message}); run: pixsrc auth login "
+                                 f"{self.source} (the drive.readonly scope is needed)", auth=True)
         if reason in RATE_REASONS:
-            return AssetError(f"rate limited by Google Drive ({message})", retryable=True)
+            return TransferError(f"rate limited by Google Drive ({message})", retry=True)
         why = {
             "downloadQuotaExceeded": "too many downloads of this file today (Drive's per-file quota); "
                                      "try again in 24 hours",
@@ -681,16 +781,16 @@ class GoogleDriveController:
             "exportSizeLimitExceeded": "larger than the 10 MB Google Drive can export",
             "fileNotDownloadable": "it has no downloadable content",
         }.get(reason or "")
-        return AssetError(why or f"HTTP 403 {reason or ''}: {message}".strip())
+        return TransferError(why or f"Google Drive answered HTTP 403{_detail(reason, message)}")
 
     def verify(self) -> str | None:
         """One cheap call after `auth login`: the account's name (about.get)."""
-        about = self._get_json("about", {"fields": "user(displayName,emailAddress)"})
-        user = about.get("user") or {}
-        return user.get("emailAddress") or user.get("displayName")
+        about = self._get("about.get", "about", {"fields": "user(displayName,emailAddress)"}, _About)
+        user = about.user
+        return (user.emailAddress or user.displayName) if user else None
 
     def close(self) -> None:
-        self.http.close()
+        self.api.close()
 
 
 def _disambiguate(entries: list[tuple[Node, Node, str]]) -> list[tuple[Node, Node, str]]:

@@ -11,7 +11,7 @@ de-duplicated by id within a board: a pin seen in a section is not listed again 
 Assets: one per pin (``<board>/<section>/<pin id>.<ext>``), one per item of a ``multiple_images``
 pin (``<pin id>-<n>.<ext>``, id ``<pin id>-<n>``), the cover image of video pins when
 ``video_covers`` is on. Only the image URLs the API returns are downloaded; they live on the CDN
-(i.pinimg.com), which gets no Authorization header (a separate client without auth).
+(i.pinimg.com): their ``Transfer`` carries no auth, so the CDN never sees the token.
 
 The API publishes no size and no checksum for images (3.2). The image URLs are content-addressed
 (``/1200x/0d/f6/f1/<hash>.jpg``), so an asset's version is its URL path: it changes when the image
@@ -24,14 +24,23 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
-from pixsrc.http import HttpError, Response
 from pixsrc.sources import media_type, parse_time
-from pixsrc.types import Asset, AuthSpec, OAuthProvider, SourceConfig, SourceContext, SourceType, field
+from pixsrc.types import (
+    Asset,
+    AuthSpec,
+    OAuthProvider,
+    SourceConfig,
+    SourceContext,
+    SourceType,
+    Transfer,
+    TransferError,
+    field,
+)
 
 PAGE_SIZE = 250  # boards/list and */list_pins: 1..250, default 25 (3.2)
 MAX_PAGES = 100_000
@@ -107,7 +116,7 @@ def _error(body: bytes) -> str:
     """Pinterest's ``Error`` body {"code", "message"} (3.2) as one line."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict) and ("message" in data or "code" in data):
         return f"{data.get('message', '')} (code {data.get('code')})".strip()
@@ -126,10 +135,10 @@ class PinterestController:
         self.warn = context.warn
         self.auth = context.auth
         settings = context.provider
-        self.api = (settings.api_base_url if settings is not None else PROVIDER.api_base_url).rstrip("/")
-        self.http = context.http()  # the API: the OAuth token, the provider's rate limit
-        # the CDN: never the token (auth=None), and not the API's rate limit
-        self.media = context.http(auth=None, limit=None)
+        self.base = (settings.api_base_url if settings is not None else PROVIDER.api_base_url).rstrip("/")
+        # the API: the OAuth token (refreshed once after a 401) and the provider's rate limit.
+        # Image downloads do not go through it: they are Transfers without auth (transfer()).
+        self.api = context.api(headers={"Accept": "application/json"})
         self.sizes = _order(self.config.image_size)
 
     # -- API ----------------------------------------------------------------------------------------
@@ -138,17 +147,18 @@ class PinterestController:
         return f"run: pixsrc auth login {self.source_id}"
 
     def _get(self, path: str, params: dict[str, Any]) -> Any:
-        url = f"{self.api}/v5{path}" + (f"?{urlencode(params)}" if params else "")
+        from pixsrc.api import ApiError
+
         try:
-            response = self.http.get(url, {"Accept": "application/json"})
-            body = response.read_all(32 << 20)
-        except HttpError as exc:
-            raise SourceUnavailable(str(exc)) from None
-        status = response.status
+            response = self.api.get(f"{self.base}/v5{path}", params=params)
+        except ApiError as exc:
+            raise SourceUnavailable(f"Pinterest: {exc}") from None
+        status = response.status_code
+        body = response.content
         if status == 200:
             try:
                 return json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
                 raise SourceUnavailable(f"Pinterest answered invalid JSON for {path}") from None
         detail = _error(body)
         if status == 401:
@@ -158,7 +168,7 @@ class PinterestController:
                                hint=f"sign in again to grant the scopes: pixsrc auth login {self.source_id}")
         if status == 400 and params.get("bookmark"):
             raise _BadBookmark(detail)
-        if status == 429:  # still limited after the client's backoff (no Retry-After is sent, 3.3)
+        if status == 429:  # still limited after the Api's backoff (no Retry-After is sent, 3.3)
             raise SourceUnavailable(f"Pinterest's rate limit: {detail}",
                                     hint="try again later; Trial access allows 1,000 requests a day")
         raise SourceUnavailable(f"Pinterest answered HTTP {status} for {path}: {detail}")
@@ -281,7 +291,7 @@ class PinterestController:
                     yield from self._pin_assets(pin, f"{folder}/{name}", bid, seen, first_by_url, yielded)
         for pin in self._items(f"/boards/{bid}/pins"):
             sid = pin.get("board_section_id")
-            if sid:
+            if isinstance(sid, str) and sid:
                 if not self.config.include_sections:
                     continue  # include_sections = false: only the pins outside sections
                 where = f"{folder}/{sections[sid]}" if sid in sections else folder
@@ -347,34 +357,22 @@ class PinterestController:
 
     # -- content ------------------------------------------------------------------------------------
 
-    def open(self, asset: Asset, offset: int = 0) -> Response:
+    def transfer(self, asset: Asset) -> Transfer:
         url = asset.ref
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
-        try:
-            response = self.media.get(url, headers)  # the CDN client: no Authorization header
-        except HttpError as exc:
-            raise AssetError(str(exc), retryable=exc.retryable) from None
-        if response.status == 206 and offset:
-            if response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
-                response.offset = offset
-                return response
-            response.close()
-            return self.open(asset, 0)
-        if response.status == 416 and offset:
-            response.close()
-            return self.open(asset, 0)
-        if response.status == 200:
-            return response
-        response.close()
-        if response.status in (403, 404, 410):
-            raise AssetError(f"HTTP {response.status} from the image host; the pin's image moved or was "
-                             "removed (the next fetch lists its current URL)")
-        raise AssetError(f"HTTP {response.status} from the image host",
-                         retryable=response.status in (408, 429) or response.status >= 500)
+        if not isinstance(url, str) or _url(url) is None:
+            raise AssetError(f"{asset.path}: not an asset of this source")
+        # the CDN gets no token (auth=None); it serves byte ranges of content-addressed files
+        return Transfer(url=url, auth=None, resumable=True, on_error=_media_error, rate_limited=False)
 
     def close(self) -> None:
-        self.http.close()
-        self.media.close()
+        self.api.close()
+
+
+def _media_error(status: int, headers: Mapping[str, str], body: bytes) -> TransferError | None:
+    if status in (403, 404, 410):
+        return TransferError(f"HTTP {status} from the image host; the pin's image moved or was removed "
+                             "(the next fetch lists its current URL)")
+    return None  # the engine's default: 408/429/5xx retried, anything else fails this image
 
 
 SOURCE_TYPE = SourceType(

@@ -2,34 +2,54 @@
 
 JSON index (``index = "json"``): the URL answers a JSON document, either a list of assets or
 ``{"assets": [...], "next": "<url of the next page>"}``; each asset has ``path`` and/or ``url``
-and optionally ``id``, ``size``, ``sha256``, ``modified`` (RFC 3339), ``media_type``, ``version``.
+and optionally ``id``, ``size``, ``sha256``, ``modified`` (RFC 3339), ``media_type``, ``version``
+and ``etag`` (the strong ETag its URL answers with, which guards a resumed download). An entry
+that tells no version (no ``version``, ``sha256``, ``modified`` or ``size``) is versioned by the
+download's ETag / Last-Modified, like a folder listing's files.
 
 HTML (``index = "html"``): directory listings as nginx/Apache autoindex, Python's http.server
 or ``rclone serve http`` produce them. Links are followed only below the URL, never above it,
-to ``max_depth`` folders. Each file's version comes from a HEAD request: ETag, else
-Last-Modified + size. ``auto`` asks for JSON and crawls if HTML comes back.
+to ``max_depth`` folders, several folders at a time (at most ``jobs``). No HEAD requests: a
+listing does not tell a file's version, so its assets have ``version=""`` and the engine learns
+the version from the download's ETag / Last-Modified and re-checks it with a conditional GET.
+``auto`` asks for JSON and crawls if HTML comes back.
+
+The API key (optional) is sent as a Bearer token to the gallery's own origin only (scheme, host
+and port of the configured URL), never to other hosts an index points at (a CDN).
 """
 
 from __future__ import annotations
 
 import html
 import json
-import queue
 import re
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from email.utils import parsedate_to_datetime
-from typing import Any, Literal
-from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
-from pixsrc.http import HttpClient, HttpError, Response
 from pixsrc.paths import selected
-from pixsrc.sources import is_media, media_type, parse_time
-from pixsrc.types import Asset, AuthSpec, Checksum, HttpUrl, SourceConfig, SourceContext, SourceType, field
+from pixsrc.sources import is_media, media_type, origin, parse_time
+from pixsrc.types import (
+    Asset,
+    AuthSpec,
+    Checksum,
+    HttpUrl,
+    SourceConfig,
+    SourceContext,
+    SourceType,
+    Transfer,
+    TransferError,
+    field,
+)
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_PAGES = 10_000
-HEAD_BATCH = 64  # files of one listing per task: their HEADs are pipelined on one connection
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class RemoteGalleryConfig(SourceConfig):
@@ -52,54 +72,82 @@ def _hrefs(page: str) -> Iterator[str]:
             yield html.unescape(href)
 
 
-def _is_json(response: Response) -> bool:
+def _is_json(response: httpx.Response) -> bool:
     kind = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     return kind == "application/json" or kind.endswith("+json")
+
+
+def _shown(url: str) -> str:
+    """A URL for messages: without its query string, which may carry a signature or a token."""
+    from pixsrc.api import safe_url
+
+    return safe_url(url)
+
+
+class GalleryKey:
+    """The gallery's API key as a ``TransferAuth``: a Bearer header, and no refresh to try after a 401.
+
+    The controller attaches it only to requests for the gallery's own origin.
+    """
+
+    def __init__(self, key: str, source_id: str) -> None:
+        self._key = key
+        self.source_id = source_id
+
+    def __repr__(self) -> str:  # never the key, not even in a traceback
+        return f"GalleryKey({self.source_id!r})"
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key}"}
+
+    def unauthorized(self, sent_headers: Mapping[str, str], /) -> None:
+        raise AuthRequired(f"{self.source_id}: the gallery refused the stored API key (HTTP 401)",
+                           hint=f"store its API key: pixsrc auth login {self.source_id}")
 
 
 class RemoteGalleryController:
     def __init__(self, context: SourceContext) -> None:
         self.config: RemoteGalleryConfig = context.config
-        self.source_name = context.source_id
-        self.jobs = context.jobs
+        self.source_id = context.source_id
+        self.jobs = max(1, context.jobs)
+        self.warn = context.warn
         secret = context.get_secret()
-        # the key goes to the gallery's own origin only, never to hosts an index points at (CDNs)
-        self._auth = {"Authorization": f"Bearer {secret}"} if secret else {}
-        self._auth_origin = urlsplit(self.config.url)[:2]
-        self.http = HttpClient()
+        self.key = GalleryKey(secret, context.source_id) if secret else None
+        self.origin = origin(self.config.url)
+        self._own: dict[str, bool] = {}  # URL prefix -> whether it is the gallery's own origin
+        # no Api-wide auth: the key is added per request, for the gallery's own origin only
+        self.api = context.api(auth=None)
 
-    def _headers(self, url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-        headers = dict(extra or {})
-        if self._auth and urlsplit(url)[:2] == self._auth_origin:
-            headers.update(self._auth)
-        return headers
+    def _auth_hint(self) -> str:
+        return f"store its API key: pixsrc auth login {self.source_id}"
 
     # -- listing --------------------------------------------------------------------------------
 
-    def _get(self, url: str, accept: str) -> Response:
+    def _get(self, url: str, accept: str) -> httpx.Response:
+        from pixsrc.api import ApiError
+
+        headers = {"Accept": accept}
+        if self.key is not None and origin(url) == self.origin:
+            headers.update(self.key.headers())
         try:
-            response = self.http.get(url, self._headers(url, {"Accept": accept}))
-        except HttpError as exc:
-            raise SourceUnavailable(f"{self.source_name}: {exc}") from None
-        if response.status in (401, 403):
-            response.close()
-            raise AuthRequired(
-                f"{self.source_name}: the gallery answered HTTP {response.status} for {url}",
-                hint=f"store its API key: pixsrc auth login {self.source_name}",
-            )
-        if response.status != 200:
-            response.close()
-            raise SourceUnavailable(f"{self.source_name}: HTTP {response.status} for {url}")
+            response = self.api.get(url, headers=headers)
+        except ApiError as exc:
+            raise SourceUnavailable(f"{self.source_id}: {exc}") from None
+        status = response.status_code
+        if status in (401, 403):
+            raise AuthRequired(f"{self.source_id}: the gallery answered HTTP {status} for {_shown(url)}",
+                               hint=self._auth_hint())
+        if status != 200:
+            raise SourceUnavailable(f"{self.source_id}: HTTP {status} for {_shown(url)}")
         return response
 
     def list_assets(self) -> Iterator[Asset]:
         mode = self.config.index
-        url = self.config.url
         accept = {"json": "application/json", "html": "text/html",
                   "auto": "application/json, text/html;q=0.9"}[mode]
-        first = self._get(url, accept)
-        body = first.read_all()
-        url = first.url  # after redirects (/gallery -> /gallery/): links are relative to this one
+        first = self._get(self.config.url, accept)
+        body = first.content
+        url = str(first.url)  # after redirects (/gallery -> /gallery/): links are relative to this one
         if mode == "json" or (mode == "auto" and (_is_json(first) or body.lstrip()[:1] in (b"{", b"["))):
             assets = self._json_pages(url, body)
         else:
@@ -108,61 +156,102 @@ class RemoteGalleryController:
             if selected(asset.path, self.config.include, self.config.exclude):
                 yield asset
 
+    # -- JSON index -------------------------------------------------------------------------------
+
     def _json_pages(self, url: str, body: bytes) -> Iterator[Asset]:
-        seen = {url}
+        seen_pages = {url}
+        seen_ids: set[str] = set()
+        duplicates = 0
         while True:
             try:
                 document = json.loads(body)
-            except ValueError as exc:
-                raise SourceUnavailable(f"{self.source_name}: {url} is not a JSON index: {exc}") from None
+            except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+                why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                raise SourceUnavailable(f"{self.source_id}: {_shown(url)} is not a JSON index: {why}") from None
             items = document.get("assets") if isinstance(document, dict) else document
             if not isinstance(items, list):
-                raise SourceUnavailable(f"{self.source_name}: {url}: a JSON index is a list or has an 'assets' list")
+                raise SourceUnavailable(f"{self.source_id}: {_shown(url)}: a JSON index is a list "
+                                        "or an object with an 'assets' list")
             page_dir = url.split("?", 1)[0].rsplit("/", 1)[0] + "/"
             for position, item in enumerate(items):
-                yield self._json_asset(page_dir, url, position, item)
+                asset = self._json_asset(page_dir, url, position, item)
+                if asset.id in seen_ids:
+                    duplicates += 1
+                    continue
+                seen_ids.add(asset.id)
+                yield asset
             next_url = document.get("next") if isinstance(document, dict) else None
-            if not next_url:
-                return
+            if next_url is None or next_url == "":
+                break
+            if not isinstance(next_url, str):
+                raise SourceUnavailable(f"{self.source_id}: {_shown(url)}: 'next' must be a URL string")
             next_url = urljoin(url, next_url)
-            if next_url in seen or len(seen) >= MAX_PAGES:
-                raise SourceUnavailable(f"{self.source_name}: the index pages loop at {next_url}")
-            seen.add(next_url)
-            url, body = next_url, self._get(next_url, "application/json").read_all()
+            if origin(next_url) is None:
+                raise SourceUnavailable(f"{self.source_id}: {_shown(url)}: 'next' is not an http(s) URL")
+            if next_url in seen_pages or len(seen_pages) >= MAX_PAGES:
+                raise SourceUnavailable(f"{self.source_id}: the index pages loop at {_shown(next_url)}")
+            seen_pages.add(next_url)
+            response = self._get(next_url, "application/json")
+            url, body = str(response.url), response.content
+        if duplicates:
+            self.warn(f"the index lists {duplicates} asset id(s) more than once; kept the first of each")
 
     def _json_asset(self, page_dir: str, page: str, position: int, item: Any) -> Asset:
         def bad(why: str) -> SourceUnavailable:
-            return SourceUnavailable(f"{self.source_name}: {page}: asset #{position}: {why}")
+            return SourceUnavailable(f"{self.source_id}: {_shown(page)}: asset #{position}: {why}")
 
-        if not isinstance(item, dict) or not (item.get("path") or item.get("url")):
+        def optional(key: str, kinds: tuple[type, ...], what: str) -> Any:
+            value = item.get(key)
+            if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+                raise bad(f"'{key}' must be {what}")
+            return value
+
+        if not isinstance(item, dict):
+            raise bad("an asset is an object with a 'path' or a 'url'")
+        link = optional("url", (str,), "a URL string")
+        path = optional("path", (str,), "a string")
+        if not link and not path:
             raise bad("needs a 'path' or a 'url'")
-        link = item.get("url")
-        path = item.get("path") or unquote(urlsplit(link).path).rsplit("/", 1)[-1]
-        if not isinstance(path, str):
-            raise bad("'path' must be a string")
-        # urljoin costs ~40 us an asset; a plain relative path needs only the page's folder
-        url = urljoin(page, link) if link else page_dir + _quote_path(path)
-        size = item.get("size")
-        if size is not None and (not isinstance(size, int) or size < 0):
+        if link:
+            url = urljoin(page, link)
+            if origin(url) is None:
+                raise bad(f"'url' is not an http(s) URL: {link[:100]!r}")
+        else:  # urljoin costs ~40 us an asset; a plain relative path needs only the page's folder
+            url = page_dir + quote(path.lstrip("/"))
+        if not path:
+            path = unquote(urlsplit(url).path).rsplit("/", 1)[-1]
+            if not path:
+                raise bad("needs a 'path' (its 'url' names a folder)")
+        size = optional("size", (int,), "a non-negative integer")
+        if size is not None and size < 0:
             raise bad("'size' must be a non-negative integer")
-        sha256 = item.get("sha256")
-        checksum = Checksum("sha256", sha256.lower()) if isinstance(sha256, str) else None
-        modified = item.get("modified")
-        if item.get("version"):
-            version = str(item["version"])
+        sha256 = optional("sha256", (str,), "a hex string")
+        if sha256 is not None and not _HEX64.fullmatch(sha256):
+            raise bad("'sha256' must be 64 hex digits")
+        checksum = Checksum("sha256", sha256.lower()) if sha256 else None
+        modified = optional("modified", (str,), "an RFC 3339 time string")
+        explicit = optional("version", (str, int), "a string")
+        asset_id = optional("id", (str, int), "a string")
+        kind = optional("media_type", (str,), "a string")
+        etag = optional("etag", (str,), "a string")
+        if explicit is not None and explicit != "":
+            version = str(explicit)
         elif checksum:
             version = f"sha256:{checksum.value}"
         elif modified or size is not None:
             version = f"{modified}:{size}"
-        else:  # nothing tells a change: fetched once (again with --force)
-            version = f"url:{url}"
-        return Asset(id=str(item.get("id") or path), path=path, version=version, size=size,
-                     modified=parse_time(modified), media_type=item.get("media_type") or media_type(path),
-                     checksum=checksum, ref=(url, None))
+        else:  # nothing tells a change: the engine learns the version from the download's ETag
+            version = ""
+        strong = etag if etag and etag.startswith('"') and "\n" not in etag and "\r" not in etag else None
+        return Asset(id=str(asset_id) if asset_id not in (None, "") else path, path=path, version=version,
+                     size=size, modified=parse_time(modified), media_type=kind or media_type(path),
+                     checksum=checksum, ref=(url, strong))
+
+    # -- HTML folder listings -------------------------------------------------------------------------
 
     def _crawl(self, url: str, body: bytes) -> Iterator[Asset]:
-        """Walk the listings breadth-first; folders and HEAD requests run concurrently on one pool,
-        so versions are being fetched while deeper listings still load."""
+        """Walk the listings breadth-first, up to ``jobs`` folders at a time; each folder's files are
+        yielded once its page is read, so downloads start while deeper folders still load."""
         parts = urlsplit(url)
         last = parts.path.rsplit("/", 1)[-1]
         if parts.path.endswith("/") or "." not in last:
@@ -172,127 +261,84 @@ class RemoteGalleryController:
         base = urlunsplit((parts.scheme, parts.netloc, base_path, "", ""))
         visited = {url, base}
         files: set[str] = set()
-        assets: list[Asset] = []
-        # completions arrive on a queue: wait(FIRST_COMPLETED) over thousands of futures is O(n) each
-        finished: queue.SimpleQueue[tuple[Future[Any], int]] = queue.SimpleQueue()
-        with ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="pixsrc-crawl") as pool:
-            outstanding = 0
 
-            def submit(depth: int, fn: Any, *args: Any) -> None:
-                nonlocal outstanding
-                outstanding += 1
-                pool.submit(fn, *args).add_done_callback(lambda future: finished.put((future, depth)))
-
-            def scan(page: str, page_base: str, page_body: bytes, depth: int) -> None:
-                found: list[tuple[str, str]] = []
-                for href in _hrefs(page_body.decode("utf-8", "replace")):
+        def scan(page_base: str, page_body: bytes, depth: int) -> tuple[list[Asset], list[str]]:
+            found: list[Asset] = []
+            folders: list[str] = []
+            for href in _hrefs(page_body.decode("utf-8", "replace")):
+                try:
                     target = urlsplit(urljoin(page_base, href))
-                    if {".", ".."} & set(unquote(target.path).split("/")):
-                        continue  # encoded dot segments (%2e%2e/) a server would resolve above the gallery
-                    if target.query or target.scheme not in ("http", "https") or target.netloc != parts.netloc:
-                        continue  # sorting links, other hosts
-                    if not target.path.startswith(base_path) or target.path == base_path:
-                        continue  # never above the gallery URL
-                    clean = urlunsplit((target.scheme, target.netloc, target.path, "", ""))
-                    if target.path.endswith("/"):
-                        if clean not in visited and depth < self.config.max_depth:
-                            visited.add(clean)
-                            submit(depth + 1, self._page, clean)
-                        continue
-                    rel = unquote(target.path[len(base_path):])
-                    if rel not in files and (self.config.all_files or is_media(rel)):
-                        files.add(rel)
-                        found.append((rel, clean))
-                for start in range(0, len(found), HEAD_BATCH):
-                    submit(-1, self._heads, found[start:start + HEAD_BATCH])
+                except ValueError:  # an unbalanced IPv6 bracket and the like: not a link we follow
+                    continue
+                if {".", ".."} & set(unquote(target.path).split("/")):
+                    continue  # encoded dot segments (%2e%2e/) a server would resolve above the gallery
+                if target.query or target.scheme not in ("http", "https") or target.netloc != parts.netloc:
+                    continue  # sorting links, other hosts
+                if not target.path.startswith(base_path) or target.path == base_path:
+                    continue  # never above the gallery URL
+                clean = urlunsplit((target.scheme, target.netloc, target.path, "", ""))
+                if target.path.endswith("/"):
+                    if clean not in visited and depth < self.config.max_depth:
+                        visited.add(clean)
+                        folders.append(clean)
+                    continue
+                rel = unquote(target.path[len(base_path):])
+                if rel not in files and (self.config.all_files or is_media(rel)):
+                    files.add(rel)
+                    found.append(Asset(id=rel, path=rel, version="", media_type=media_type(rel),
+                                       ref=(clean, None)))
+            found.sort(key=lambda a: a.path)
+            return found, folders
 
-            scan(url, base if "." not in last else url, body, 0)
-            while outstanding:
-                future, depth = finished.get()
-                outstanding -= 1
-                result = future.result()  # raises the first SourceUnavailable / AuthRequired
-                if depth < 0:
-                    assets.extend(result)
-                else:
-                    scan(result[0], result[0], result[1], depth)
-        assets.sort(key=lambda a: a.path)
-        yield from assets
-
-    def _page(self, page: str) -> tuple[str, bytes]:
-        response = self._get(page, "text/html")
-        return response.url, response.read_all()
-
-    def _heads(self, files: list[tuple[str, str]]) -> list[Asset]:
+        found, folders = scan(base if "." not in last else url, body, 0)
+        yield from found
+        if not folders:
+            return
+        # pages are read in the order they were found (a stable listing, run after run) while up to
+        # `jobs` of them load at once; a slow page holds back only the yielding, not the loading
+        pending: deque[tuple[Future[httpx.Response], int]] = deque()
+        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="pixsrc-crawl")
         try:
-            responses = self.http.head_many([url for _, url in files], self._headers(files[0][1]))
-        except HttpError as exc:
-            raise SourceUnavailable(f"{self.source_name}: {exc}") from None
-        return [self._asset_from_head(rel, url, response) for (rel, url), response in zip(files, responses,
-                                                                                          strict=True)]
-
-    def _asset_from_head(self, rel: str, url: str, response: Response) -> Asset:
-        response.close()
-        if response.status in (401, 403):
-            raise AuthRequired(f"{self.source_name}: the gallery answered HTTP {response.status} for {url}",
-                               hint=f"store its API key: pixsrc auth login {self.source_name}")
-        if response.status >= 400:  # listed but gone: let the download fail for this file alone
-            return Asset(id=rel, path=rel, version=f"http-{response.status}", media_type=media_type(rel),
-                         ref=(url, None))
-        headers = response.headers
-        length = headers.get("Content-Length")
-        size = int(length) if length and length.isdigit() else None
-        etag = headers.get("ETag")
-        last_modified = headers.get("Last-Modified")
-        modified = None
-        if last_modified:
-            try:
-                modified = parsedate_to_datetime(last_modified)
-            except (TypeError, ValueError):
-                modified = None
-        version = f"etag:{etag}" if etag else f"{last_modified}:{size}"
-        strong_etag = etag if etag and not etag.startswith("W/") else None
-        return Asset(id=rel, path=rel, version=version, size=size, modified=modified,
-                     media_type=media_type(rel), ref=(url, strong_etag))
+            pending.extend((pool.submit(self._get, folder, "text/html"), 1) for folder in folders)
+            while pending:
+                future, depth = pending.popleft()
+                response = future.result()  # raises the first SourceUnavailable / AuthRequired
+                found, folders = scan(str(response.url), response.content, depth)
+                yield from found
+                pending.extend((pool.submit(self._get, folder, "text/html"), depth + 1) for folder in folders)
+        finally:
+            # on an error or when the consumer stops early: queued pages are dropped, running ones end
+            pool.shutdown(wait=True, cancel_futures=True)
 
     # -- content ------------------------------------------------------------------------------------
 
-    def open(self, asset: Asset, offset: int = 0) -> Response:
-        url, etag = asset.ref
-        headers = {}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-            if etag:
-                headers["If-Range"] = etag  # a changed file comes back whole
-        try:
-            response = self.http.get(url, self._headers(url, headers))
-        except HttpError as exc:
-            raise AssetError(str(exc), retryable=exc.retryable) from None
-        if response.status == 206 and offset:
-            content_range = response.headers.get("Content-Range", "")
-            if content_range.startswith(f"bytes {offset}-"):
-                response.offset = offset
-                return response
-        if response.status == 416 and offset:
-            response.close()
-            return self.open(asset, 0)
-        if response.status in (401, 403):
-            response.close()
-            raise AuthRequired(f"{self.source_name}: HTTP {response.status} for {asset.path}",
-                               hint=f"store its API key: pixsrc auth login {self.source_name}")
-        if response.status != 200:
-            response.close()
-            raise AssetError(f"HTTP {response.status}", retryable=response.status in (408, 429) or
-                             response.status >= 500)
-        return response
+    def transfer(self, asset: Asset) -> Transfer:
+        ref = asset.ref
+        if not (isinstance(ref, tuple) and len(ref) == 2 and isinstance(ref[0], str)):
+            raise AssetError(f"{asset.path}: not an asset of this gallery")
+        url, validator = ref
+        end = url.find("/", url.find("//") + 2)
+        prefix = url if end < 0 else url[:end]  # scheme://host:port, the same for most files
+        own = self._own.get(prefix)
+        if own is None:
+            own = self._own[prefix] = origin(url) == self.origin
+        key = self.key if own else None
+        host = prefix.partition("//")[2]
+        hint = self._auth_hint()
+
+        def on_error(status: int, headers: Mapping[str, str], body: bytes) -> TransferError | None:
+            if own and status in (401, 403):
+                if status == 401 and key is not None:
+                    return None  # the engine asks the key (GalleryKey.unauthorized: exit 3 with the hint)
+                return TransferError(f"the gallery answered HTTP {status} for {asset.path}; {hint}", auth=True)
+            if not own and status in (401, 403):  # another host's refusal is about this file, not our key
+                return TransferError(f"HTTP {status} from {host}")
+            return None
+
+        return Transfer(url=url, auth=key, resumable=True, validator=validator, on_error=on_error)
 
     def close(self) -> None:
-        self.http.close()
-
-
-def _quote_path(path: str) -> str:
-    from urllib.parse import quote
-
-    return quote(path.lstrip("/"))
+        self.api.close()
 
 
 SOURCE_TYPE = SourceType(

@@ -2,14 +2,17 @@
 
 Image ``k`` (1..count) is a ``k`` x 4 pixel RGB PNG filled with ``color``, named
 ``<prefix>-<k:03d>.png``; its id is ``pattern-<k>`` and its version is the sha256 of its bytes,
-which the asset also publishes as its checksum. Nothing touches the network or the disk.
+which the asset also publishes as its checksum. Nothing touches the network: ``transfer()`` writes
+the image into the controller's own temporary folder (removed by ``close()``) and hands the engine
+a ``local_path`` transfer, the way a type whose content is made on this machine does.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import os
 import struct
+import tempfile
 import zlib
 from collections.abc import Iterator
 from typing import Literal
@@ -17,7 +20,7 @@ from typing import Literal
 from pydantic import field_validator
 
 from pixsrc.errors import AssetError
-from pixsrc.types import Asset, Checksum, SourceConfig, SourceContext, SourceType, field
+from pixsrc.types import Asset, Checksum, SourceConfig, SourceContext, SourceType, Transfer, field
 
 __all__ = ["SOURCE_TYPE", "HIJACK_LOCAL_FS", "DemoPatternConfig", "render_png"]
 
@@ -57,22 +60,10 @@ def render_png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
             + _chunk(b"IDAT", zlib.compress(row * height, 9)) + _chunk(b"IEND", b""))
 
 
-class _Stream:
-    def __init__(self, data: bytes, offset: int) -> None:
-        self._buffer = io.BytesIO(data)
-        self._buffer.seek(offset)
-        self.offset = offset
-
-    def read(self, size: int) -> bytes:
-        return self._buffer.read(size)
-
-    def close(self) -> None:
-        self._buffer.close()
-
-
 class DemoPatternController:
     def __init__(self, config: DemoPatternConfig) -> None:
         self.config = config
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
 
     def list_assets(self) -> Iterator[Asset]:
         rgb = RGB[self.config.color]
@@ -83,14 +74,23 @@ class DemoPatternController:
                         version=f"sha256:{digest}", size=len(data), media_type="image/png",
                         checksum=Checksum("sha256", digest), ref=data)
 
-    def open(self, asset: Asset, offset: int = 0) -> _Stream:
+    def transfer(self, asset: Asset) -> Transfer:
         data = asset.ref
         if not isinstance(data, bytes):
             raise AssetError(f"{asset.path}: not an asset of this source")
-        return _Stream(data, offset if 0 <= offset <= len(data) else 0)
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="pixsrc-demo-")
+        # named by content: two transfers of one image share a file, another colour gets its own
+        path = os.path.join(self._folder.name, hashlib.sha256(data).hexdigest() + ".png")
+        if not os.path.exists(path):
+            with open(path, "wb") as handle:
+                handle.write(data)
+        return Transfer(local_path=path)
 
     def close(self) -> None:
-        pass
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
 
 
 def _factory(context: SourceContext) -> DemoPatternController:

@@ -4,16 +4,19 @@
 is a confidential client (HTTP Basic secret at the token endpoint, a fixed redirect port,
 rotating refresh tokens), the shape of Pinterest. Both list one asset: the signed-in user's
 profile from ``{api_base_url}/me`` (a protected resource, so each listing proves the access token
-works). The placeholder URLs must be overridden in ``[providers.<name>]``.
+works on the API plane), and download it again through the engine with the same session as the
+transfer's ``auth`` (so each fetch proves it on the data plane too). The placeholder URLs must be
+overridden in ``[providers.<name>]``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import json
 from collections.abc import Iterator
 
-from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
+from pixsrc.api import ApiError, RetryPolicy
+from pixsrc.errors import AuthRequired, SourceUnavailable
 from pixsrc.types import (
     Asset,
     AuthSpec,
@@ -22,6 +25,8 @@ from pixsrc.types import (
     SourceConfig,
     SourceContext,
     SourceType,
+    Transfer,
+    TransferAuth,
     field,
 )
 
@@ -32,52 +37,44 @@ class DemoOAuthConfig(SourceConfig):
     filename: str = field("profile.json", label="File name for the profile")
 
 
-class _Stream:
-    def __init__(self, data: bytes, offset: int) -> None:
-        self._io = io.BytesIO(data[offset:])
-        self.offset = offset
-
-    def read(self, size: int) -> bytes:
-        return self._io.read(size)
-
-    def close(self) -> None:
-        pass
-
-
 class DemoOAuthController:
     def __init__(self, context: SourceContext) -> None:
         self.config: DemoOAuthConfig = context.config
         self.me_url = context.provider.api_base_url.rstrip("/") + "/me"
-        self.http = context.http(retries=1)
-        self._body: bytes | None = None
+        self.auth: TransferAuth | None = context.auth
+        # one retry, soon: a test server that is down should fail the test quickly
+        self.api = context.api(policy=RetryPolicy(retries=1, base=0.1), headers={"Accept": "application/json"})
 
     def _profile(self) -> bytes:
-        response = self.http.get(self.me_url, {"Accept": "application/json"})
-        body = response.read_all(1 << 20)
-        if response.status == 401:
+        try:
+            response = self.api.get(self.me_url)
+        except ApiError as exc:
+            raise SourceUnavailable(str(exc)) from None
+        if response.status_code == 401:
             raise AuthRequired(f"the server refused the access token at {self.me_url}")
-        if response.status != 200:
-            raise SourceUnavailable(f"HTTP {response.status} from {self.me_url}")
-        return body
+        if response.status_code != 200:
+            raise SourceUnavailable(f"HTTP {response.status_code} from {self.me_url}")
+        return response.content
 
     def verify(self) -> str | None:
-        import json
-
-        return str(json.loads(self._profile()).get("sub"))
+        try:
+            return str(json.loads(self._profile()).get("sub"))
+        except (ValueError, AttributeError):
+            raise SourceUnavailable(f"{self.me_url} did not answer a JSON profile") from None
 
     def list_assets(self) -> Iterator[Asset]:
-        self._body = self._profile()
-        digest = hashlib.sha256(self._body).hexdigest()
-        yield Asset(id="profile", path=self.config.filename, version=digest, size=len(self._body),
+        body = self._profile()
+        digest = hashlib.sha256(body).hexdigest()
+        yield Asset(id="profile", path=self.config.filename, version=digest, size=len(body),
                     media_type="application/json", checksum=Checksum("sha256", digest))
 
-    def open(self, asset: Asset, offset: int = 0) -> _Stream:
-        if self._body is None:
-            raise AssetError("list before opening")
-        return _Stream(self._body, offset)
+    def transfer(self, asset: Asset) -> Transfer:
+        # the same protected resource again, through the engine: the bearer token on the data plane
+        return Transfer(url=self.me_url, headers={"Accept": "application/json"}, auth=self.auth,
+                        resumable=False)
 
     def close(self) -> None:
-        self.http.close()
+        self.api.close()
 
 
 PUBLIC = OAuthProvider(
