@@ -235,19 +235,35 @@ def test_a_post_transfer_sends_no_form_content_type(tmp_path: Path) -> None:
     assert request.method == "POST" and request.header("content-type") is None and request.body == b""
 
 
-@pytest.mark.parametrize("no_proxy", ["127.0.0.0/8", None])
-def test_proxies_come_from_the_environment_and_cidr_no_proxy_bypasses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                      no_proxy: str | None) -> None:
-    with RawServer([response(200, b"x")]) as server, ForwardProxy() as proxy:
+def _local_name() -> str:
+    """This machine's host name, when it resolves to a loopback address (from /etc/hosts)."""
+    import ipaddress
+    import socket
+
+    name = socket.gethostname()
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(name, None, socket.AF_INET)}
+    except OSError:
+        addresses = set()
+    if not addresses or not all(ipaddress.ip_address(a).is_loopback for a in addresses):
+        pytest.skip("the host name does not resolve to loopback here")
+    return name
+
+
+@pytest.mark.parametrize("bypass", [True, False])
+def test_proxies_come_from_the_environment_as_the_api_plane_chooses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    bypass: bool) -> None:
+    """The loop asks api.ProxySettings (its CIDR entries are unit-tested in test_api): a host goes
+    through the proxy unless NO_PROXY names it; loopback addresses never do."""
+    name = _local_name()
+    with RawServer(lambda seen: response(200, b"x")) as server, ForwardProxy() as proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
-        monkeypatch.delenv("no_proxy", raising=False)
-        if no_proxy:
-            monkeypatch.setenv("NO_PROXY", no_proxy)
-        else:
-            monkeypatch.delenv("NO_PROXY", raising=False)
-        result, _ = one(tmp_path, Transfer(server.url + "/a.jpg"))
-    assert result.kind == "done"
-    assert len(proxy.seen) == (0 if no_proxy else 1)
+        if bypass:
+            monkeypatch.setenv("NO_PROXY", f"other.test,{name}")
+        loopback, _ = one(tmp_path, Transfer(server.url + "/direct.jpg"))
+        named, _ = one(tmp_path, Transfer(f"http://{name}:{server.port}/named.jpg"))
+    assert loopback.kind == "done" and named.kind == "done"
+    assert [s.target for s in proxy.seen] == ([] if bypass else [f"http://{name}:{server.port}/named.jpg"])
 
 
 # -- TLS ----------------------------------------------------------------------------------------------
@@ -335,3 +351,18 @@ def test_the_request_rate_cap_spaces_starts_and_lets_every_job_through(tmp_path:
     # six starts at 20 per second take at least 5 intervals; a job must never re-book its own slot
     # (that bug made seven jobs take 40 s), so this ends well within a few seconds
     assert 0.25 <= elapsed < 5
+
+
+def test_downloads_outside_the_providers_limits_are_not_held_back(tmp_path: Path) -> None:
+    import time
+
+    from pixsrc.api import RateLimit
+
+    with RawServer(lambda seen: response(200, b"x")) as server:
+        jobs = [Job(i, Transfer(f"{server.url}/{i}.jpg", rate_limited=False), tmp_path / f"{i}.part")
+                for i in range(4)]
+        started = time.monotonic()
+        results = run(jobs, limit=RateLimit(per_second=1))
+        elapsed = time.monotonic() - started
+    assert all(r.kind == "done" for r in results) and len(results) == 4
+    assert elapsed < 2.5  # one start per second would take at least 3 s

@@ -33,7 +33,15 @@ from urllib.parse import urlsplit
 
 import pycurl
 
-from pixsrc.api import USER_AGENT, RateLimit, RetryPolicy, ca_paths, default_policy, retry_after_seconds
+from pixsrc.api import (
+    USER_AGENT,
+    ProxySettings,
+    RateLimit,
+    RetryPolicy,
+    ca_paths,
+    default_policy,
+    retry_after_seconds,
+)
 from pixsrc.errors import AuthRequired, SourceUnavailable
 from pixsrc.types import Hasher, Transfer, TransferError, new_hasher
 
@@ -276,12 +284,9 @@ class TransferLoop:
         self.auth_hint = auth_hint  # "run: pixsrc auth login <id>", for a credential refused for good
         self.multi = pycurl.CurlMulti()
         self.multi.setopt(pycurl.M_MAX_HOST_CONNECTIONS, self.check_concurrency)
-        # the same environment httpx reads: HTTP_PROXY as well as http_proxy (libcurl alone takes only
-        # the lower-case one for http), NO_PROXY with CIDR entries (libcurl >= 7.86 matches those)
-        import urllib.request
-
-        self._proxies = {k: v for k, v in urllib.request.getproxies_environment().items() if k in ("http", "https")}
-        self._no_proxy = os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or ""
+        # the API plane's choice of proxy, made once for both planes (api.ProxySettings: NO_PROXY with
+        # CIDR entries, loopback never proxied); libcurl is told it per handle, never left to guess
+        self._proxies = ProxySettings.from_environment()
         self._free: list[pycurl.Curl] = []
         self._queue: deque[Job] = deque()
         self._seq = 0
@@ -334,7 +339,7 @@ class TransferLoop:
                         continue
                     if id(job) in booked:
                         booked.discard(id(job))  # its start was booked when it was put on the timer
-                    elif self.limit is not None and (delay := self.limit.book()) > 0:
+                    elif self.limit is not None and job.transfer.rate_limited and (delay := self.limit.book()) > 0:
                         self._later(timers, job, delay, booked=True)
                         continue
                     started = self._start(job, retries.setdefault(id(job), _Retries()))
@@ -441,10 +446,8 @@ class TransferLoop:
             handle.setopt(pycurl.CAINFO, self._cafile)
         if self._capath:
             handle.setopt(pycurl.CAPATH, self._capath)
-        proxy = self._proxies.get(urlsplit(url).scheme)
-        if proxy:
-            handle.setopt(pycurl.PROXY, proxy)
-            handle.setopt(pycurl.NOPROXY, self._no_proxy)
+        parts = urlsplit(url)
+        handle.setopt(pycurl.PROXY, self._proxies.proxy_for(parts.scheme, parts.hostname or "") or "")  # "": direct
         if transfer.method == "POST":
             handle.setopt(pycurl.POST, 1)
             handle.setopt(pycurl.POSTFIELDSIZE, len(transfer.body or b""))
