@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import heapq
-import os
 import queue
 import threading
 import time
