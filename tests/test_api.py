@@ -558,3 +558,11 @@ def test_revoke_reports_an_unreachable_provider() -> None:
     assert "deleted locally only" in outcome and "rt-1" not in outcome
     assert len(server.requests) == 3  # RFC 7009 revocation may be repeated: the policy's tries
     assert "token=rt-1" in server.requests[0].body.decode()
+
+
+def test_an_answer_larger_than_the_cap_is_a_clean_error_not_a_memory_blow_up() -> None:
+    with RawServer([response(200, b"x" * 5000), response(200, b"y" * 900)]) as server:
+        with Api(max_body=1000) as api, pytest.raises(ApiError, match="larger than"):
+            api.get(server.url + "/huge.json")
+        with Api(max_body=1000) as api:
+            assert api.get(server.url + "/small.json").content == b"y" * 900

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
+import subprocess
+import sys
 import unicodedata
 
 import pytest
 
+from pixsrc.errors import UsageError
 from pixsrc.paths import (
     assign_paths,
+    check_globs,
     glob_match,
     sanitize_component,
     sanitize_path,
     selected,
+    split_globs,
     with_suffix_tag,
 )
 
@@ -175,25 +181,90 @@ def test_with_suffix_tag_keeps_long_names_within_the_limit() -> None:
 
 
 # -- glob selection ------------------------------------------------------------------------------------
+# One syntax on the command line and in the config, as rclone's: `*` and `?` stay inside one folder,
+# `**` crosses folders, `{a,b}` alternatives; no "/" matches the file name anywhere, a "/" the whole path.
 
 
 @pytest.mark.parametrize(("path", "pattern", "matches"), [
     ("a.jpg", "*.jpg", True),
     ("deep/er/a.jpg", "*.jpg", True),  # no slash: the file name, anywhere
     ("a.jpeg", "*.jpg", False),
+    ("a.JPG", "*.jpg", False),  # case-sensitive unless the source says otherwise (Dropbox)
+    ("sub/.hidden.jpg", "*.jpg", True),  # dot files are not special, as in rclone
     ("sub/a.jpg", "sub/*", True),
-    ("sub/deep/a.jpg", "sub/*", True),
-    ("other/sub/a.jpg", "sub/*", False),
-    ("sub/a.jpg", "/sub/*", True),  # a leading slash anchors at the root, which paths always are
-    ("sub/deep/a.jpg", "sub/deep", True),  # a folder selects what is below it
+    ("sub/deep/a.jpg", "sub/*", False),  # `*` stays inside one folder
+    ("2024/summer/x.jpg", "2024/*", False),
+    ("2024/summer/x.jpg", "2024/**", True),  # `**` crosses folders
+    ("2024/x.jpg", "2024/**", True),
+    ("2024/a/b/c/x.jpg", "2024/**/x.jpg", True),
+    ("2024/x.jpg", "2024/**/x.jpg", True),  # `**/` also matches no folder at all
+    ("x.jpg", "**/*.jpg", True),
+    ("a/.git/x.jpg", "**/*.jpg", True),
+    ("other/sub/a.jpg", "sub/*", False),  # a slash anchors at the root
+    ("other/sub/a.jpg", "**/sub/*", True),
+    ("sub/a.jpg", "/sub/*", True),  # a leading slash anchors too, which paths always are
+    ("sub/a.jpg", "/a.jpg", False),  # ... also when nothing else has a slash
+    ("a.jpg", "/a.jpg", True),
+    ("sub/deep/a.jpg", "sub/deep", True),  # a folder named without wildcards: what is below it
+    ("sub/deep/x/a.jpg", "sub/deep/", True),  # ... and with a trailing slash
     ("sub/deeper/a.jpg", "sub/deep", False),
+    ("sub/deeper/a.jpg", "sub/deep/", False),
     ("sub/a.jpg", "sub", False),  # no slash: a file name, not a folder
     ("2024/05/x.png", "2024/*/x.png", True),
     ("x1.jpg", "x?.jpg", True),
+    ("x/1.jpg", "x?1.jpg", False),  # `?` never matches a "/"
     ("xa.jpg", "x[0-9].jpg", False),
+    ("x5.jpg", "x[0-9].jpg", True),
+    ("a.png", "*.{jpg,png}", True),  # alternatives
+    ("a.gif", "*.{jpg,png}", False),
+    ("2024/summer/a.png", "{2023,2024}/**/*.{jpg,png}", True),
+    ("a.png", "*.jpg,*.png", True),  # comma-separated, the same rule in the config and on the CLI
+    ("a.png", "*.jpg, *.png", True),  # spaces around the commas are dropped
+    ("b,c.jpg", "b\\,c.jpg", True),  # an escaped comma is a comma in the name
+    ("b,c.jpg", "b,c.jpg", False),  # ... an unescaped one separates two patterns
 ])
 def test_glob_match(path: str, pattern: str, matches: bool) -> None:
     assert glob_match(path, pattern) is matches
+
+
+@pytest.mark.parametrize(("value", "patterns"), [
+    ("*.jpg", ["*.jpg"]),
+    ("*.jpg,*.png", ["*.jpg", "*.png"]),
+    (" *.jpg , *.png ,", ["*.jpg", "*.png"]),
+    ("*.{jpg,png},2024/**", ["*.{jpg,png}", "2024/**"]),  # a comma inside braces stays
+    ("{a,{b,c}}/*,x", ["{a,{b,c}}/*", "x"]),
+    ("b\\,c.jpg,d", ["b\\,c.jpg", "d"]),
+    ("", []),
+    (",,", []),
+])
+def test_split_globs(value: str, patterns: list[str]) -> None:
+    assert split_globs(value) == patterns
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("*.{jpg,png", "'{' without its '}'"),
+    ("*.jpg}", "'}' without its '{'"),
+    ("{1..5000}.jpg", "more than"),
+])
+def test_bad_globs_are_usage_errors(value: str, message: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)) as info:
+        selected("a.jpg", [value], [])
+    assert value in info.value.message and info.value.hint
+    with pytest.raises(UsageError):
+        check_globs([value], "--include")
+
+
+def test_check_globs_flattens_what_the_user_typed() -> None:
+    assert check_globs(["*.jpg,*.png", "*.{gif,webp}", ""], "--include") == ["*.jpg", "*.png", "*.{gif,webp}"]
+    with pytest.raises(UsageError, match=r"^--exclude '\*\.\{jpg': "):
+        check_globs(["*.{jpg"], "--exclude")
+
+
+def test_ignore_case_for_case_insensitive_sources() -> None:
+    assert selected("Trip/Beach.JPG", ["*.jpg"], [], ignore_case=True)
+    assert not selected("Trip/Beach.JPG", ["*.jpg"], [])
+    assert not selected("Trip/Skip.gif", [], ["TRIP/SKIP*"], ignore_case=True)
+    assert selected("Trip/X.gif", [], ["trip/[a-w]*"], ignore_case=True)
 
 
 def test_selected() -> None:
@@ -204,5 +275,13 @@ def test_selected() -> None:
     assert not selected("tmp/a.jpg", ["*.jpg"], ["tmp/*"])
     assert not selected("a.jpg", [], ["*.jpg"])
     assert selected("keep/a.jpg", [], ["tmp/*"])
+    assert selected("a.jpg", [""], [" , "])  # patterns that split to nothing filter nothing
     # generators are fine too (they are read once per call)
     assert selected("a.jpg", (p for p in ["*.jpg"]), (p for p in ["*.png"]))
+
+
+def test_wcmatch_is_imported_only_when_a_filter_is_given() -> None:
+    code = ("import sys; from pixsrc.paths import selected; assert selected('a.jpg', [], []); "
+            "assert 'wcmatch' not in sys.modules; assert selected('a.jpg', ['*.jpg'], []); "
+            "assert 'wcmatch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

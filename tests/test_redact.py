@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from support.cli import run
 
@@ -40,3 +42,38 @@ def test_internal_error_traceback_with_debug_is_redacted(monkeypatch: pytest.Mon
         assert "RuntimeError" in result.stderr
         assert "1//secret-refresh" not in result.stderr and "ya29.zzzzzzzzzzzz" not in result.stderr
     assert "Traceback" in run("--debug", "list").stderr
+
+
+@pytest.mark.parametrize("text", [
+    "--set api_key: remote-gallery has no field 'api_key'",
+    "GET https://api.example.com/oauth2/token: connection refused",
+    "the token: it expired; password: see the README",
+    "use basic authentication or a Bearer credential",
+    "exit code 3, status_code=401, error_code=invalid",
+])
+def test_names_in_prose_are_not_masked(text: str) -> None:
+    assert redact.redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "secret"), [
+    ("POST /token code=4/0Abc-def&code_verifier=vvvvvvvvvv", "vvvvvvvvvv"),
+    ('{"access_token": "acc-123456", "scope": "x"}', "acc-123456"),
+    ("{'refresh_token': '1//0g-refresh', 'scope': 'x'}", "1//0g-refresh"),
+    ('api_key = "toml-quoted-key"', "toml-quoted-key"),
+    ("Authorization: Bearer abc.def-ghi_jkl", "abc.def-ghi_jkl"),
+    ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
+    ("fetching https://alice:hunter2-pw@gallery.example/ failed", "hunter2-pw"),
+])
+def test_credential_values_are_masked(text: str, secret: str) -> None:
+    masked = redact.redact(text)
+    assert secret not in masked and redact.MASK in masked
+
+
+def test_registered_secret_is_masked_in_its_encoded_forms() -> None:
+    secret = "k+ey/with=odd&chars"
+    redact.register(secret)
+    from urllib.parse import quote, quote_plus
+
+    for shown in (secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]):
+        assert shown not in redact.redact(f"echo: {shown} end", patterns=False)
+    assert redact.redact("echo: end", patterns=False) == "echo: end"

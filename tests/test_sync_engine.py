@@ -99,6 +99,43 @@ def test_file_in_the_way_is_not_overwritten(src: Path, dest: Path) -> None:
     assert (dest / "a.jpg").read_bytes() == FILES["a.jpg"]
 
 
+def test_identical_files_without_a_manifest_are_adopted_untouched(src: Path, dest: Path, state_path: Path) -> None:
+    """A CI cache miss, a new state folder, remove + re-add: files already in place with the same
+    bytes become pixsrc's again without being rewritten; only a real difference is a conflict."""
+    import shutil
+
+    fetch(dest)
+    (dest / "b.png").write_bytes(b"really different now")
+    before = {rel: (dest / rel).stat() for rel in FILES}
+    shutil.rmtree(state_path)  # the manifest is gone
+    report = fetch(dest)
+    assert counts(report, "unchanged", "conflicts", "downloaded", "updated") == (3, 1, 0, 0)
+    for rel in ("a.jpg", "sub/c.gif", "sub/deep/d.webp"):
+        after = (dest / rel).stat()
+        assert (after.st_ino, after.st_mtime_ns) == (before[rel].st_ino, before[rel].st_mtime_ns)  # not rewritten
+    assert (dest / "b.png").read_bytes() == b"really different now"
+    assert not [p for p in dest.rglob(".pixsrc-*")]  # the comparison downloads are gone
+    report = fetch(dest)  # adopted for good: nothing to compare any more
+    assert counts(report, "unchanged", "conflicts") == (3, 1)
+
+
+def test_adopting_by_the_published_checksum_downloads_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "served"
+    root.mkdir()
+    with GalleryServer(root) as server:
+        data = {"a.jpg": b"\xff\xd8 one", "b.jpg": b"\xff\xd8 two"}
+        for name, body in data.items():
+            server.add_entry(name, body, sha256=hashlib.sha256(body).hexdigest())
+        assert run("add", "remote-gallery", "--id", "sums", "--set", f"url={server.index_url}",
+                   "--set", "index=json", "--no-input").exit_code == 0
+        dest = tmp_path / "dest"
+        write_tree(dest, data)
+        server.clear_requests()
+        report = fetch(dest, source_id="sums")
+        assert counts(report, "unchanged", "conflicts", "downloaded") == (2, 0, 0)
+        assert server.file_gets() == []
+
+
 def test_locally_deleted_file_is_restored(src: Path, dest: Path) -> None:
     fetch(dest)
     (dest / "sub/deep/d.webp").unlink()
@@ -120,7 +157,7 @@ def test_prune_removes_only_files_pixsrc_wrote(src: Path, dest: Path) -> None:
     assert counts(report, "deleted", "pruned") == (3, 0)
     assert (dest / "a.jpg").exists()
 
-    report = fetch(dest, "--prune")
+    report = fetch(dest, "--prune", "--max-delete", "3")  # 3 of 4 files: more than the default guard allows
     assert counts(report, "pruned", "deleted", "unchanged") == (2, 1, 1)
     assert tree(dest) == {"b.png": b"the user changed this one", "mine.jpg": b"never fetched by pixsrc",
                           "sub/c.gif": FILES["sub/c.gif"]}
@@ -129,6 +166,33 @@ def test_prune_removes_only_files_pixsrc_wrote(src: Path, dest: Path) -> None:
     report = fetch(dest, "--prune")
     assert counts(report, "pruned", "deleted", "unchanged", "listed") == (0, 0, 1, 1)
     assert (dest / "b.png").read_bytes() == b"the user changed this one"
+
+
+def test_prune_never_empties_the_destination_when_the_source_lists_nothing(src: Path, dest: Path) -> None:
+    fetch(dest)
+    for rel in FILES:
+        (src / rel).unlink()  # an unmounted share looks just like this
+    result = run("fetch", "loc", "--dest", str(dest), "--json", "--prune", "--max-delete", "1000")
+    assert result.exit_code == 5, result.stderr
+    (report,) = json.loads(result.stdout)["sources"]
+    assert counts(report, "status", "pruned", "kept") == ("partial", 0, 4)
+    assert "listed nothing" in result.stderr and "kept 4 files" in result.stderr
+    assert tree(dest) == FILES
+
+
+def test_prune_over_max_delete_keeps_everything_and_says_so(src: Path, dest: Path) -> None:
+    fetch(dest)
+    for rel in ("a.jpg", "b.png", "sub/c.gif"):
+        (src / rel).unlink()
+    result = run("fetch", "loc", "--dest", str(dest), "--json", "--prune", "-q")  # default: half of 4 = 2
+    assert result.exit_code == 5
+    (report,) = json.loads(result.stdout)["sources"]
+    assert counts(report, "pruned", "kept", "deleted") == (0, 3, 3)
+    assert "would delete 3 of 4 files, more than --max-delete 2" in result.stderr  # said even with -q
+    assert tree(dest) == FILES
+    report = fetch(dest, "--prune", "--max-delete", "3")
+    assert counts(report, "pruned", "kept") == (3, 0)
+    assert tree(dest) == {"sub/deep/d.webp": FILES["sub/deep/d.webp"]}
 
 
 def test_dry_run_writes_nothing(src: Path, dest: Path, state_path: Path) -> None:
@@ -159,7 +223,7 @@ def test_dry_run_text_output_lists_what_would_happen(src: Path, dest: Path) -> N
 
 @pytest.mark.parametrize(("args", "expected"), [
     (["--include", "*.jpg", "--include", "*.gif"], {"a.jpg", "sub/c.gif"}),
-    (["--exclude", "sub/*"], {"a.jpg", "b.png"}),
+    (["--exclude", "sub/**"], {"a.jpg", "b.png"}),
     (["--include", "sub/*", "--exclude", "*.webp"], {"sub/c.gif"}),
     (["--include", "sub/deep"], {"sub/deep/d.webp"}),
 ])

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from pixsrc.types import TransferAuth
 
 USER_AGENT = f"pixsrc/{__version__}"
+MAX_BODY = 64 << 20  # the largest API answer read (a listing page is a few MB at most)
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 REFUSED_STATUSES = frozenset({408, 429})
 """Answers that say the request was not acted on: safe to resend whatever the method."""
@@ -427,13 +428,15 @@ class Api:
 
     def __init__(self, *, auth: TransferAuth | None = None, user_agent: str = USER_AGENT,
                  timeout: float = 30.0, headers: Mapping[str, str] | None = None,
-                 policy: RetryPolicy = DEFAULT_POLICY,
+                 policy: RetryPolicy | None = None,
                  retry_when: Callable[[httpx.Response], bool] | None = None,
                  limit: RateLimit | None = None, on_wait: Callable[[float, str], None] | None = None,
-                 cancel: threading.Event | None = None, max_redirects: int = 5) -> None:
+                 cancel: threading.Event | None = None, max_redirects: int = 5,
+                 max_body: int = MAX_BODY) -> None:
         import httpx
 
-        self.policy = policy
+        self.policy = policy or default_policy()
+        self.max_body = max_body
         self.retry_when = retry_when
         self.limit = limit
         self.on_wait = on_wait
@@ -558,7 +561,17 @@ class Api:
         if self.limit is not None:
             self.limit.acquire(self.cancel)
         try:
-            return self.client.request(method, url, **options)
+            with self.client.stream(method, url, **options) as response:
+                # read it ourselves, capped: an API answer of gigabytes is an error, not a memory blow-up
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > self.max_body:
+                        raise ApiError(f"{method} {safe_url(url)} failed: the answer is larger than "
+                                       f"{self.max_body // (1 << 20)} MB")
+                    chunks.append(chunk)
+                response._content = b"".join(chunks)  # what Response.read() sets; .json() reads it
+                return response
         finally:
             if self.limit is not None:
                 self.limit.release()

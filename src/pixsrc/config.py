@@ -3,7 +3,9 @@
 Users own this file. It is only written by add/edit/enable/disable/remove, through
 ``edit_config``, which holds an exclusive lock, re-reads the file under it, and replaces it
 atomically. Tables pixsrc does not know (``[providers.*]``, anything else) are kept as they are.
-A file that does not parse is reported with its location and never rewritten.
+A file that does not parse is reported with its location and never rewritten. A sources file that
+is a symlink (stow, chezmoi, a dotfiles repo) is written through: the link's final target is
+replaced atomically and locked, and the link stays a link.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pixsrc.errors import ConfigError, UsageError
-from pixsrc.locks import FileLock
+from pixsrc.locks import FileLock, make_private_dirs, tighten
 
 CONFIG_VERSION = 1
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -32,9 +34,37 @@ def config_path(override: str | os.PathLike[str] | None = None) -> Path:
         return Path(override).expanduser()
     if env := os.environ.get("PIXSRC_CONFIG"):
         return Path(env).expanduser()
+    return default_config_dir() / "sources.toml"
+
+
+def default_config_dir() -> Path:
     from platformdirs import user_config_dir
 
-    return Path(user_config_dir("pixsrc")) / "sources.toml"
+    return Path(user_config_dir("pixsrc"))
+
+
+MAX_LINK_HOPS = 40  # what Linux allows (MAXSYMLINKS) before ELOOP
+
+
+def real_file(path: Path) -> Path:
+    """The file that ``path`` names once every symlink in the chain is followed; ``path`` if none.
+
+    Each relative link is taken from the folder of the link itself, as the kernel does; the result
+    need not exist (a dangling link names the file to create). Parent folders are left as they are
+    spelled: replacing the file there lands in the same real folder.
+    """
+    current, hops = path, 0
+    while current.is_symlink():
+        if hops == MAX_LINK_HOPS:
+            raise ConfigError(f"{path}: too many levels of symbolic links (a link loop?)",
+                              hint=f"point {path} at a file: ls -l {path}")
+        try:
+            target = current.readlink()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the link {current}: {exc.strerror}") from None
+        current = target if target.is_absolute() else current.parent / target
+        hops += 1
+    return current
 
 
 def state_dir() -> Path:
@@ -215,7 +245,8 @@ def _parse_sources(path: Path, document: dict[str, Any]) -> dict[str, Source]:
     return sources
 
 
-def save_config(config: Config) -> None:
+def save_config(config: Config, real: Path | None = None) -> None:
+    """Write ``config`` to its file; ``real``: the link's target already resolved (and locked)."""
     import tomli_w
 
     document = dict(config.document)
@@ -224,12 +255,25 @@ def save_config(config: Config) -> None:
     if not document["sources"]:
         del document["sources"]
     text = _UTC_DATETIME.sub(r"\1\2T\3Z", tomli_w.dumps(document))
-    atomic_write(config.path, text.encode("utf-8"))
+    target = real if real is not None else real_file(config.path)
+    # the default folder is pixsrc's own; a folder named by --config / PIXSRC_CONFIG (or holding a
+    # link's target) may be a dotfiles repo that is the user's to set: only new folders are 0700
+    if target.parent == default_config_dir():
+        tighten(target.parent)
+    try:
+        atomic_write(target, text.encode("utf-8"))
+    except OSError as exc:  # a full disk, a read-only folder: the old file is still there, unchanged
+        raise ConfigError(f"cannot write {target}: {exc.strerror or exc}; the file was not changed",
+                          hint="free some space or fix the folder's permissions, then run the command again") from None
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data``: temp file in the same folder, fsync, rename, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Replace ``path`` with ``data``: temp file in the same folder, fsync, rename, fsync the folder.
+
+    ``path`` must not be a symlink (renaming over it would replace the link): pass ``real_file()``.
+    Folders it creates are 0700.
+    """
+    make_private_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode) if hasattr(os, "fchmod") else os.chmod(tmp, mode)
@@ -251,8 +295,15 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 @contextmanager
 def edit_config(path: Path) -> Iterator[Config]:
-    """Read-modify-write under an exclusive lock; nothing is written if the block raises."""
-    with FileLock(path.with_name(path.name + ".lock")):
-        config = load_config(path)
+    """Read-modify-write under an exclusive lock; nothing is written if the block raises.
+
+    The lock sits beside the real file, so every name that reaches it (the link, the target, another
+    link) takes the same lock; it is read from and written to that file. ``Config.path`` keeps the
+    name the user gave, for messages.
+    """
+    real = real_file(path)
+    with FileLock(real.with_name(real.name + ".lock")):
+        config = load_config(real)
+        config.path = path
         yield config
-        save_config(config)
+        save_config(config, real)

@@ -134,16 +134,48 @@ def open_controller(source: Source, jobs: int, providers: dict[str, Any] | None 
 
 
 def list_assets(source: Source, include: list[str], exclude: list[str],
-                providers: dict[str, Any] | None = None) -> Iterator[Asset]:
+                providers: dict[str, Any] | None = None,
+                warn: Callable[[str], None] | None = None) -> Iterator[Asset]:
+    """The source's assets that pass the filters; ``warn`` hears it when none did (see empty_warning)."""
     from pixsrc.paths import selected
 
     controller, _ = open_controller(source, jobs=8, providers=providers)
+    found = kept = 0
     try:
         for asset in controller.list_assets():
+            found += 1
             if selected(asset.path, include, exclude):
+                kept += 1
                 yield asset
     finally:
         controller.close()
+    message = empty_warning(source, found, kept, include, exclude)
+    if message and warn is not None:
+        warn(message)
+
+
+def empty_warning(source: Source, found: int, kept: int, include: list[str], exclude: list[str]) -> str | None:
+    """What to tell the person when a completed listing leaves nothing to fetch (None: something was).
+
+    ``found`` is what the source listed (after its own config filters), ``kept`` what --include and
+    --exclude left of it. "ok: 0 listed" alone reads like success; an unmounted share, a typo in a
+    glob or a URL that names a file should not look like a quiet day."""
+    import shlex
+
+    if kept:
+        return None
+    if found and (include or exclude):
+        flags = " ".join([*(f"--include {shlex.quote(p)}" for p in include),
+                          *(f"--exclude {shlex.quote(p)}" for p in exclude)])
+        return (f"{flags} left 0 of {found} listed assets; '*' stays inside one folder, '**' crosses "
+                "folders (see pixsrc fetch --help)")
+    own = [(key, values) for key in ("include", "exclude")
+           if isinstance(values := source.config.get(key), list) and values]
+    if own:
+        shown = " and ".join(f"{key} " + ", ".join(f"'{p}'" for p in values) for key, values in own)
+        return f"nothing listed after the source's own {shown}; check them: pixsrc show {source.id}"
+    return (f"nothing listed at the source (is it empty, or is its path or URL wrong?); check its settings: "
+            f"pixsrc show {source.id}")
 
 
 def fetch_source(source: Source, options: Options, *, wait: bool, providers: dict[str, Any] | None = None,
@@ -180,7 +212,7 @@ def fetch_source(source: Source, options: Options, *, wait: bool, providers: dic
                 report = run.report
         finally:
             controller.close()
-        report.status = "partial" if report.failed else "ok"
+        report.status = "partial" if report.failed or report.kept else "ok"
         if not options.dry_run:
             cache.commit()  # the listing completed: cursors and snapshots may move on
     except KeyboardInterrupt:

@@ -1,14 +1,56 @@
 """Advisory, exclusive, cross-process file locks (flock on POSIX, msvcrt on Windows).
 
 The kernel drops the lock when the process dies, so a crashed pixsrc never leaves a stale lock.
+Also the two helpers that keep pixsrc's own folders 0700 and files 0600 whatever the umask: this is
+the lowest module that touches the disk, so config, state and tokens can all use them.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
 from types import TracebackType
+
+_POSIX_MODES = os.name != "nt"  # Windows has ACLs, not mode bits: chmod there only sets read-only
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create ``path`` and any missing parents as 0700 folders; folders that exist are left alone.
+
+    ``mkdir(parents=True)`` would create the parents with the umask's 0755; and an explicit chmod
+    after ``mkdir(mode=0o700)`` keeps an odd umask (0o277) from taking the owner's own bits.
+    """
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # another pixsrc made it a moment ago: its mode is its business
+            continue
+        if _POSIX_MODES:
+            os.chmod(folder, 0o700)
+
+
+def tighten(path: Path) -> None:
+    """Take the group and other bits off a file or folder that is pixsrc's own (the owner's bits stay).
+
+    Only for pixsrc's own paths (the state folder, state.db, lock files): never a folder the user
+    chose for something else. Best effort: a path owned by someone else cannot be chmod'ed by us,
+    and refusing to run over it would help nobody.
+    """
+    if not _POSIX_MODES:
+        return
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+    except OSError:
+        pass
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
@@ -45,8 +87,15 @@ class FileLock:
         self._fd: int | None = None
 
     def acquire(self, blocking: bool = True) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        if _POSIX_MODES:  # a lock file left 0644 by a copy (cp -r) or by hand: the same as tighten()
+            try:
+                mode = stat.S_IMODE(os.fstat(fd).st_mode)
+                if mode & 0o077:
+                    os.fchmod(fd, mode & 0o700)
+            except OSError:
+                pass
         if not _lock(fd, blocking):
             os.close(fd)
             return False

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 REFRESH_SKEW = 60.0
 OVERRIDABLE = ("authorize_url", "token_url", "revoke_url", "api_base_url", "content_base_url", "issuer")
-PROVIDER_KEYS = {"client_id", "redirect_port", *OVERRIDABLE, "max_concurrency", "requests_per_second"}
+PROVIDER_KEYS = {"client_id", "redirect_port", *OVERRIDABLE, "max_concurrency", "requests_per_second", "sends_iss",
+                 "allow_insecure"}
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -66,6 +67,12 @@ class ProviderSettings:
                          self.extra.get("requests_per_second", self.provider.requests_per_second))
 
     @property
+    def requires_iss(self) -> bool:
+        """RFC 9207: refuse a callback without ``iss`` (``sends_iss``, only where an issuer is known)."""
+        sends = self.extra.get("sends_iss", self.provider.sends_iss)
+        return bool(sends) and bool(self.issuer)
+
+    @property
     def secret_env(self) -> str:
         return f"PIXSRC_{self.provider.name.upper().replace('-', '_')}_CLIENT_SECRET"
 
@@ -85,6 +92,36 @@ def client_secret_key(provider: str) -> str:
     return f"provider:{provider}"
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_transport(provider: OAuthProvider, table: Mapping[str, Any], where: str) -> None:
+    """Refuse plain http:// to another machine for every endpoint (overridden or built in): codes,
+    tokens, verifiers and client secrets would cross the network readable by anyone on the path.
+    Loopback is fine (a local fake or proxy); ``allow_insecure = true`` is the explicit way out."""
+    if "allow_insecure" in table and not isinstance(table["allow_insecure"], bool):
+        raise ConfigError(f"{where}.allow_insecure: must be true or false")
+    if table.get("allow_insecure"):
+        return
+    for key in OVERRIDABLE:
+        url = table.get(key) or getattr(provider, key)
+        if not isinstance(url, str) or not url.lower().startswith("http://"):
+            continue
+        host = urlsplit(url).hostname or ""
+        if not _is_loopback(host):
+            raise ConfigError(f"{where}.{key}: plain http:// to {host or url!r} would send credentials unencrypted",
+                              hint=f"use an https:// URL, or set allow_insecure = true in [{where}] "
+                                   "if this network is trusted")
+
+
 def settings_for(provider: OAuthProvider, providers_table: Mapping[str, Any]) -> ProviderSettings:
     table = providers_table.get(provider.name, {})
     where = f"providers.{provider.name}"
@@ -95,6 +132,10 @@ def settings_for(provider: OAuthProvider, providers_table: Mapping[str, Any]) ->
             raise ConfigError(f"{where}.{key}: unknown setting", hint="known: " + ", ".join(sorted(PROVIDER_KEYS)))
         if key in OVERRIDABLE and not (isinstance(value, str) and value.startswith(("http://", "https://"))):
             raise ConfigError(f"{where}.{key}: must be an http(s) URL")
+    if "sends_iss" in table and not isinstance(table["sends_iss"], bool):
+        raise ConfigError(f"{where}.sends_iss: must be true or false",
+                          hint="true when the provider's metadata has authorization_response_iss_parameter_supported")
+    _check_transport(provider, table, where)
     for key, kind in (("max_concurrency", int), ("requests_per_second", int | float)):
         if key in table and (not isinstance(table[key], kind) or isinstance(table[key], bool) or table[key] <= 0):
             raise ConfigError(f"{where}.{key}: must be a positive number")
@@ -236,6 +277,9 @@ def token_request(settings: ProviderSettings, form: dict[str, str], *, api: Api 
         answer = json.loads(response.content) if response.content else {}
     except ValueError:
         answer = {}
+    if isinstance(answer, dict):  # registered as soon as they arrive, before any message can quote them
+        for name in ("access_token", "refresh_token", "id_token"):
+            redact.register(answer[name] if isinstance(answer.get(name), str) else None)
     if response.status_code != 200 or not isinstance(answer, dict) or "error" in answer:
         error = answer.get("error") if isinstance(answer, dict) else None
         detail = answer.get("error_description") or answer.get("message") if isinstance(answer, dict) else None
@@ -259,14 +303,27 @@ class _Answer:
     via: str = "browser"
 
 
-def _check_callback(params: Mapping[str, list[str]], state: str, issuer: str | None, via: str) -> _Answer | str:
+@dataclass(frozen=True)
+class _Expected:
+    """What a callback of this login must carry."""
+
+    state: str
+    issuer: str | None
+    require_iss: bool  # RFC 9207: the provider always sends iss, so one without it is not its own
+    pkce: bool  # a bare pasted code is only safe when the verifier binds it to this login
+
+
+def _check_callback(params: Mapping[str, list[str]], expected: _Expected, via: str) -> _Answer | str:
     """An _Answer to finish with, or a reason to reject this callback and keep waiting."""
     got_state = params.get("state", [None])[0]
-    if got_state != state:
+    if got_state != expected.state:
         return "the state parameter is missing or wrong (a stale or forged redirect); ignored"
-    iss = params.get("iss", [None])[0]
+    iss, issuer = params.get("iss", [None])[0], expected.issuer
     if iss and issuer and iss.rstrip("/") != issuer.rstrip("/"):
         return f"the redirect came from issuer {iss!r}, not {issuer!r}; ignored"
+    if not iss and expected.require_iss:
+        # RFC 9207 section 2.4: a mix-up attack (another provider's response) comes without it
+        return f"the redirect carries no iss, and {issuer} always sends one (RFC 9207); ignored"
     if error := params.get("error", [None])[0]:
         description = params.get("error_description", [""])[0]
         return _Answer(error=f"{error}: {description}" if description else error, via=via)
@@ -276,16 +333,25 @@ def _check_callback(params: Mapping[str, list[str]], state: str, issuer: str | N
     return _Answer(code=code, via=via)
 
 
-class _Listener(HTTPServer):
-    def __init__(self, port: int, path: str, state: str, issuer: str | None, title: str,
-                 answers: queue.Queue[_Answer]) -> None:
-        self.callback_path, self.state, self.issuer, self.title, self.answers = path, state, issuer, title, answers
+READ_TIMEOUT = 5.0  # per connection: a browser sends its request at once; anything slower is dropped
+
+
+class _Listener(ThreadingHTTPServer):
+    # one thread per connection, so a client that connects and sends nothing (any local process can)
+    # never holds up the browser's redirect; daemon threads, not joined at close: the login ends on time
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, port: int, path: str, expected: _Expected, title: str, answers: queue.Queue[_Answer]) -> None:
+        self.callback_path, self.expected, self.title, self.answers = path, expected, title, answers
         self.done = threading.Event()
         super().__init__(("127.0.0.1", port), _CallbackHandler)
+        self.hosts = {f"127.0.0.1:{self.server_address[1]}", f"localhost:{self.server_address[1]}"}
 
 
 class _CallbackHandler(BaseHTTPRequestHandler):
     server: _Listener
+    timeout = READ_TIMEOUT  # socketserver sets it on the connection: reads give up instead of hanging
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the request line holds the code
         pass
@@ -302,11 +368,16 @@ class _CallbackHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if (self.headers.get("Host") or "").lower() not in self.server.hosts:
+            # a page on another site whose name was rebound to 127.0.0.1 arrives with its own name as
+            # Host (DNS rebinding); the browser redirected by the provider names the redirect URI's host
+            self._page(421, "Misdirected request", "This is pixsrc's sign-in listener on 127.0.0.1 only.")
+            return
         parts = urlsplit(self.path)
         if parts.path != self.server.callback_path or self.server.done.is_set():
             self._page(404, "Not found", "This is pixsrc's sign-in listener; nothing else lives here.")
             return
-        result = _check_callback(parse_qs(parts.query), self.server.state, self.server.issuer, "browser")
+        result = _check_callback(parse_qs(parts.query), self.server.expected, "browser")
         if isinstance(result, str):
             self._page(400, "Sign-in not accepted", f"pixsrc {result}.")
             print(f"warning: a redirect to the listener was rejected: {result}", file=sys.stderr)
@@ -341,26 +412,64 @@ def _lines(stdin: TextIO, stop: threading.Event) -> Iterator[str]:
             yield line
 
 
-def _read_pasted(stdin: TextIO, state: str, issuer: str | None, answers: queue.Queue[_Answer],
-                 stop: threading.Event) -> None:
+def _read_pasted(stdin: TextIO, expected: _Expected, answers: queue.Queue[_Answer], stop: threading.Event) -> None:
     for line in _lines(stdin, stop):
         text = line.strip()
         if not text:
             continue
         if "://" in text or text.startswith("?") or "code=" in text:
             query = urlsplit(text).query if "://" in text else text.lstrip("?")
-            result = _check_callback(parse_qs(query), state, issuer, "paste")
+            result = _check_callback(parse_qs(query), expected, "paste")
             if isinstance(result, str):
                 print(f"that URL was not accepted: {result}; paste again", file=sys.stderr)
                 continue
             answers.put(result)
-        else:  # a bare code (e.g. copied from a provider's page); PKCE still binds it to this login
+        elif expected.pkce:  # a bare code (e.g. copied from a provider's page); PKCE binds it to this login
             answers.put(_Answer(code=text, via="paste"))
+        else:
+            # without PKCE nothing ties a bare code to this login: someone else's code would sign
+            # this machine in to their account (login CSRF). The full address carries the state.
+            print("a bare code cannot be checked without PKCE: paste the whole address the browser ended on "
+                  "(http://127.0.0.1:...?code=...&state=...)", file=sys.stderr)
+            continue
         return
+
+
+_BROWSER_PROGRAM = "import sys, webbrowser; webbrowser.open(sys.argv[1])"
+
+
+def browser_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for the browser: this one without pixsrc's secrets (a browser, or whatever
+    $BROWSER names, has no use for a CI bundle or a client secret, and may log or pass them on)."""
+    def secret(name: str) -> bool:
+        upper = name.upper()
+        return upper.startswith("PIXSRC_AUTH_") or upper.startswith("PIXSRC_") and any(
+            word in upper for word in ("SECRET", "PASSWORD", "TOKEN", "API_KEY"))
+
+    return {name: value for name, value in (os.environ if environ is None else environ).items() if not secret(name)}
+
+
+def open_in_browser(url: str) -> None:
+    """Open ``url`` the way ``webbrowser`` would ($BROWSER, xdg-open, open, ...), from a child
+    Python with the secrets taken out of its environment: webbrowser itself can only pass the whole
+    of ours on. Not waited for (a $BROWSER may block until the tab closes); a failure to start only
+    leaves the printed URL, which is there anyway."""
+    import subprocess
+
+    if not sys.executable:  # an embedded interpreter: nothing to run the child with
+        return
+    try:
+        # -I: isolated, so a webbrowser.py in the current folder is not what gets imported
+        child = subprocess.Popen([sys.executable, "-I", "-c", _BROWSER_PROGRAM, url], env=browser_environment(),
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True)
+    except OSError:
+        return
+    threading.Thread(target=child.wait, daemon=True, name="pixsrc-browser").start()  # no zombie left
 
 
 def pkce_pair() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(64)  # 86 characters from the unreserved set
+    redact.register(verifier)  # a token endpoint may quote it back in an error description
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     return verifier, challenge
 
@@ -376,7 +485,8 @@ def login(settings: ProviderSettings, scopes: tuple[str, ...], title: str, *, op
     verifier, challenge = pkce_pair()
     answers: queue.Queue[_Answer] = queue.Queue()
     try:
-        listener = _Listener(listen_port, provider.redirect_path, state, settings.issuer, title, answers)
+        expected = _Expected(state, settings.issuer, settings.requires_iss, provider.pkce)
+        listener = _Listener(listen_port, provider.redirect_path, expected, title, answers)
     except OSError as exc:
         raise UsageError(
             f"cannot listen on 127.0.0.1:{listen_port} for the sign-in redirect: {exc.strerror}",
@@ -396,15 +506,12 @@ def login(settings: ProviderSettings, scopes: tuple[str, ...], title: str, *, op
     stop = threading.Event()
     announce(f"Open this URL in a browser to sign in to {provider.display_name}:\n\n  {url}\n")
     announce("Waiting for the browser... On another machine? Paste the address it ends on "
-             "(or the code shown) here and press Enter.")
+             + ("(or the code shown) " if provider.pkce else "") + "here and press Enter.")
     if stdin is not None:
-        threading.Thread(target=_read_pasted, args=(stdin, state, settings.issuer, answers, stop), daemon=True,
+        threading.Thread(target=_read_pasted, args=(stdin, expected, answers, stop), daemon=True,
                          name="pixsrc-oauth-paste").start()
     if open_browser:
-        import webbrowser
-
-        # webbrowser runs $BROWSER and waits for it: never on the thread that serves the callback
-        threading.Thread(target=webbrowser.open, args=(url,), daemon=True, name="pixsrc-browser").start()
+        open_in_browser(url)
     try:
         answer = answers.get(timeout=timeout)
     except queue.Empty:
@@ -513,20 +620,39 @@ class OAuthSession:
         return self._tokens
 
 
-def store_new_tokens(source_id: str, token_set: TokenSet, store: str | None) -> str:
-    """Save tokens from a login; if the store fails, say so and show how to keep them."""
+def store_new_tokens(source_id: str, token_set: TokenSet, store: str | None,
+                     settings: ProviderSettings | None = None,
+                     warn: Callable[[str], None] = lambda text: print(f"warning: {text}", file=sys.stderr)) -> str:
+    """Save tokens from a login; returns where they went. Never prints them.
+
+    No keyring and no ``--store``: the explicit file store (0600 in a 0700 folder), with a warning
+    that names the file and the way to move it. ``--store keyring`` (or a file store that fails):
+    the fresh grant is revoked at the provider (with ``settings``) and AuthRequired (exit 3) says
+    so, leaving nothing behind on either side that pixsrc could undo.
+    """
     from pixsrc import tokens
 
     try:
         return tokens.put(source_id, token_set.to_json(), store)  # type: ignore[arg-type]
-    except AuthRequired as exc:
-        env = tokens.env_var(source_id)
-        print(f"error: signed in, but the token could not be stored: {exc.message}\n"
-              f"  To use it anyway, set this in the environment (treat it as a password):\n"
-              f"  {env}={token_set.to_bundle()}\n"
-              f"  or store it in a mode-0600 file: pixsrc auth import {source_id} --store file, pasting that value.",
-              file=sys.stderr)
-        raise
+    except tokens.KeyringUnavailable as exc:
+        failure: AuthRequired | OSError = exc
+        if store is None:
+            try:
+                where = tokens.put(source_id, token_set.to_json(), "file")
+            except (AuthRequired, OSError) as file_exc:
+                failure = file_exc
+            else:
+                warn(f"{exc.message}; the sign-in of {source_id!r} is stored in the file {tokens.file_store_path()} "
+                     "(mode 0600, in a 0700 folder: readable by you only). Once a keyring works, move it there: "
+                     f"pixsrc auth export {source_id} | pixsrc auth import {source_id} --store keyring")
+                return where
+    except (AuthRequired, OSError) as exc:
+        failure = exc
+    reason = failure.message if isinstance(failure, AuthRequired) else f"{failure.strerror or failure}"
+    undone = revoke(settings, token_set) if settings is not None else "the new grant is still live at the provider"
+    raise AuthRequired(f"signed in, but the tokens could not be stored: {reason}; {undone}",
+                       hint=(f"make the keyring work and sign in again, or keep them in a mode-0600 file: "
+                             f"pixsrc auth login {source_id} --store file")) from None
 
 
 def revoke(settings: ProviderSettings, token_set: TokenSet, *, api: Api | None = None) -> str:

@@ -2,7 +2,8 @@
 
 Decisions per listed asset (``entry`` = the manifest row, ``file`` = what is on disk now):
     no entry, no file                 -> Fetch "downloaded"
-    no entry, file present            -> Adopt (kept if the source's checksum matches), else conflict
+    no entry, file present            -> Adopt: the source's checksum, else a download compared with
+                                         the file, makes it pixsrc's if identical; else a conflict
     entry, file missing               -> Fetch "downloaded" (a restore)
     entry, file changed by the user   -> conflict; replaced only with --force
     entry, other version              -> Fetch "updated"
@@ -35,6 +36,9 @@ class Fetch:
     """The previous file at another path, removed once this one is in place."""
     check: Entry | None = None
     """Version unknown: ask the server whether ``check``'s version is still current (304)."""
+    adopt: bool = False
+    """A file pixsrc has no record of is at ``path``: download to the ``.part`` only to compare;
+    identical bytes make it pixsrc's (untouched), different ones a conflict."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,14 @@ WAL mode lets several pixsrc processes (each fetching a different source) share 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pixsrc.locks import make_private_dirs, tighten
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS assets (
@@ -55,9 +58,27 @@ class Entry:
     fetched_at: float
 
 
+def _open_private(path: Path) -> None:
+    """The state folder 0700 and the database 0600 before SQLite opens it.
+
+    The manifest names every file of every source and the cache holds provider cursors: nobody
+    else's business. SQLite creates a new database 0644 (less the umask) and gives its -wal and
+    -shm files the database's mode, so the file is created 0600 first (an empty file is a new
+    database to SQLite). The state folder is pixsrc's own, so one an older pixsrc (or a copy) left
+    open to others is tightened here, with its ``locks`` folder and the database's files.
+    """
+    folder = path.parent
+    make_private_dirs(folder)
+    tighten(folder)
+    tighten(folder / "locks")
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        tighten(path.with_name(path.name + suffix))
+
+
 class State:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _open_private(path)
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,6 +50,8 @@ class Options:
     force: bool = False
     retries: int | None = None
     """Attempts per asset after the first (default: the retry policy's)."""
+    max_delete: int | None = None
+    """--prune deletes at most this many files (default: 100, or half of what pixsrc has, fewer)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ class Outcome:
 class Report:
     source: str
     status: str = "ok"  # ok | partial | unavailable | auth | busy | interrupted | invalid
-    listed: int = 0
+    found: int = 0  # assets the source listed (after its own config filters), before --include/--exclude
+    listed: int = 0  # ... and after them: the ones this run considers
     downloaded: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -73,6 +77,7 @@ class Report:
     conflicts: int = 0
     deleted: int = 0
     pruned: int = 0
+    kept: int = 0  # files --prune would have deleted, held back by the --max-delete guard
     bytes: int = 0
     seconds: float = 0.0
     dry_run: bool = False
@@ -192,7 +197,7 @@ class SyncRun:
         for asset in listing:
             unique.setdefault(asset.id, asset)
         wanted = [a for a in unique.values() if selected(a.path, self.options.include, self.options.exclude)]
-        self.report.listed = len(wanted)
+        self.report.found, self.report.listed = len(unique), len(wanted)
         manifest = self.state.manifest(self.source_id)
         paths = assign_paths(((a.id, sanitize_path(a.path)) for a in wanted), _PathsOf(manifest))
         fetches: list[Fetch] = []
@@ -206,16 +211,23 @@ class SyncRun:
                 yield self._emit(Outcome(asset.id, action.path, action.action, error=action.error))
             elif isinstance(action, Rename):
                 yield self._emit(self._rename(action))
+            elif isinstance(adopted := self._adopt(action), Fetch):
+                fetches.append(adopted)
             else:
-                yield self._emit(self._adopt(action))
-        for asset_id, entry in manifest.items():
-            if asset_id not in listed_ids:
-                yield self._emit(self._gone(Gone(asset_id, entry)))
+                yield self._emit(adopted)
+        gone = [Gone(asset_id, entry) for asset_id, entry in manifest.items() if asset_id not in listed_ids]
+        held = self._prune_guard(len(listing), len(gone), len(manifest))
+        for vanished in gone:
+            if held is None:
+                yield self._emit(self._gone(vanished))
+            else:
+                self.report.kept += 1
+                yield self._emit(Outcome(vanished.asset_id, vanished.entry.path, "deleted", error=held))
         if self.on_plan:
             self.on_plan(len(fetches), sum(f.asset.size or 0 for f in fetches))
         if self.options.dry_run:
             for item in fetches:
-                action_name: Action = "unchanged" if item.check is not None else item.action
+                action_name: Action = "unchanged" if item.check is not None or item.adopt else item.action
                 yield self._emit(Outcome(item.asset.id, item.path, action_name, item.asset.size or 0))
             return
         # assets with the content of another listed asset (same_as) go after the others, then copy
@@ -230,23 +242,32 @@ class SyncRun:
         self.report.count(outcome)
         return outcome
 
-    def _adopt(self, action: Adopt) -> Outcome:
-        """A file already there with the exact published checksum is recorded, not re-downloaded."""
+    def _adopt(self, action: Adopt) -> Outcome | Fetch:
+        """A file already in place with the asset's content becomes pixsrc's without being rewritten
+        (a CI cache miss, a new state folder, another --dest): by the source's checksum where it has
+        one, else by a download to the ``.part`` compared with the file. Only a difference conflicts."""
         from pixsrc.transfer import hash_file
 
         asset, target = action.asset, self.dest / action.path
         st = lstat(target)
-        if (asset.checksum is not None and st is not None and st.st_mode & 0o170000 == 0o100000
-                and asset.size in (None, st.st_size)):
-            try:
-                if hash_file(target, asset.checksum.algorithm) == asset.checksum.value.lower():
-                    if not self.options.dry_run:
-                        self.state.record(self.source_id, [self._entry(asset, action.path, target, None)])
-                    return Outcome(asset.id, action.path, "unchanged")
-            except (OSError, ValueError):
-                pass
-        return Outcome(asset.id, action.path, "conflict",
-                       error="a file pixsrc did not write is in the way; use --force to replace it")
+        if st is None or not stat.S_ISREG(st.st_mode) or asset.size not in (None, st.st_size):
+            return self._in_the_way(asset, action.path)
+        if asset.checksum is None:
+            return Fetch(asset, action.path, "downloaded", adopt=True)
+        try:
+            same = hash_file(target, asset.checksum.algorithm) == asset.checksum.value.lower()
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            return self._in_the_way(asset, action.path)
+        if not self.options.dry_run:
+            self.state.record(self.source_id, [self._entry(asset, action.path, target, None, touch=False)])
+        return Outcome(asset.id, action.path, "unchanged")
+
+    @staticmethod
+    def _in_the_way(asset: Asset, path: str) -> Outcome:
+        return Outcome(asset.id, path, "conflict",
+                       error="a different file pixsrc did not write is in the way; use --force to replace it")
 
     def _rename(self, action: Rename) -> Outcome:
         entry = action.entry
@@ -260,6 +281,26 @@ class SyncRun:
             self.state.record(self.source_id, [Entry(action.asset.id, entry.version, action.path, entry.size,
                                                      entry.mtime_ns, entry.sha256, time.time())])
         return Outcome(action.asset.id, action.path, "renamed")
+
+    def _prune_guard(self, listed: int, gone: int, known: int) -> str | None:
+        """Why --prune must not delete this time (an unmounted share, a wrong path), or None.
+
+        An empty listing never prunes; nor does one that would delete more than ``max_delete`` files
+        (default: 100 or half of the files pixsrc has, whichever is fewer), as rclone's --max-delete.
+        """
+        if not self.options.prune or not gone:
+            return None
+        if listed == 0:
+            reason = "the source listed nothing (unmounted? wrong path?)"
+        else:
+            limit = self.options.max_delete
+            if limit is None:
+                limit = min(100, known // 2)
+            if gone <= limit:
+                return None
+            reason = f"pruning would delete {gone} of {known} files, more than --max-delete {limit}"
+        self.report.message = f"kept {gone} files --prune would delete: {reason}; pass --max-delete N to allow more"
+        return f"kept: {reason}"
 
     def _gone(self, gone: Gone) -> Outcome:
         asset_id, entry = gone.asset_id, gone.entry
@@ -356,7 +397,7 @@ class SyncRun:
         wire = 0 if pending.copy_of is not None else result.received
         if result.kind == "failed":
             if pending.copy_of is not None:
-                return self._download_instead(pending, loop)
+                return self._download_again(pending, loop)
             return Outcome(asset.id, item.path, "failed", wire, error=result.error), None
         if result.kind == "not-modified":
             return Outcome(asset.id, item.path, "unchanged", wire), None
@@ -364,13 +405,14 @@ class SyncRun:
         if problem is not None:
             pending.part.unlink(missing_ok=True)
             if pending.copy_of is not None:
-                return self._download_instead(pending, loop)
+                return self._download_again(pending, loop)
             pending.mismatches += 1
             if problem[1] and pending.mismatches < 2:  # once may be a glitch; twice, the source is wrong
-                loop.push(self._retry_job(pending))
-                return None, None
+                return self._download_again(pending, loop)
             return Outcome(asset.id, item.path, "failed", wire, error=problem[0]), None
         version = asset.version or learned_version(result.etag, result.last_modified, result.sha256)
+        if item.adopt:
+            return self._compare(pending, result.sha256, version, wire)
         if item.check is not None and result.sha256 == item.check.sha256:
             pending.part.unlink(missing_ok=True)  # new validators, same bytes: keep our file
             entry = Entry(asset.id, version, item.path, item.check.size, item.check.mtime_ns, item.check.sha256,
@@ -389,6 +431,22 @@ class SyncRun:
                 self.tree.remove(old)
         return Outcome(asset.id, item.path, item.action, wire), entry
 
+    def _compare(self, pending: _Pending, sha256: str, version: str, wire: int) -> tuple[Outcome, Entry | None]:
+        """The downloaded ``.part`` against the unrecorded file in place: the file is never touched."""
+        from pixsrc.transfer import hash_file
+
+        item, target = pending.fetch, pending.target
+        pending.part.unlink(missing_ok=True)
+        st = lstat(target)
+        try:
+            same = st is not None and stat.S_ISREG(st.st_mode) and hash_file(target) == sha256
+        except OSError:
+            same = False
+        if not same or st is None:
+            return self._in_the_way(item.asset, item.path), None
+        entry = Entry(item.asset.id, version, item.path, st.st_size, st.st_mtime_ns, sha256, time.time())
+        return Outcome(item.asset.id, item.path, "unchanged", wire), entry
+
     def _verify(self, asset: Asset, result: Any, pending: _Pending) -> tuple[str, bool] | None:
         """(problem, worth retrying) or None when the bytes are what the source promised."""
         if asset.size is not None and result.size != asset.size:
@@ -402,7 +460,8 @@ class SyncRun:
                         f"{asset.checksum.value}", True)
         return None
 
-    def _download_instead(self, pending: _Pending, loop: Any) -> tuple[Outcome | None, Entry | None]:
+    def _download_again(self, pending: _Pending, loop: Any) -> tuple[Outcome | None, Entry | None]:
+        """Queue a download of the asset: after a refused local copy (same_as) or one bad checksum."""
         pending.copy_of = None
         try:
             transfer = self.controller.transfer(pending.fetch.asset)
@@ -411,15 +470,15 @@ class SyncRun:
         loop.push(self._retry_job(pending, transfer))
         return None, None
 
-    def _retry_job(self, pending: _Pending, transfer: Transfer | None = None) -> Any:
+    def _retry_job(self, pending: _Pending, transfer: Transfer) -> Any:
         from pixsrc.transfer import Job
 
         asset = pending.fetch.asset
-        return Job(pending, transfer or self.controller.transfer(asset), pending.part, {}, asset.size,
+        return Job(pending, transfer, pending.part, {}, asset.size,
                    asset.checksum.algorithm if asset.checksum else None, pinned=bool(asset.version))
 
     def _entry(self, asset: Asset, path: str, target: Path, sha256: str | None, version: str | None = None,
-               last_modified: str | None = None) -> Entry:
+               last_modified: str | None = None, touch: bool = True) -> Entry:
         import os
 
         from pixsrc.transfer import hash_file
@@ -428,7 +487,7 @@ class SyncRun:
         if modified is None and last_modified:
             with contextlib.suppress(TypeError, ValueError):
                 modified = parsedate_to_datetime(last_modified)
-        if modified is not None:
+        if modified is not None and touch:
             mtime_ns = int(modified.timestamp() * 1e9)
             os.utime(target, ns=(mtime_ns, mtime_ns))
         st = target.stat()

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from pixsrc import redact
 from pixsrc.config import atomic_write, state_dir
 from pixsrc.errors import AuthRequired
-from pixsrc.locks import FileLock
+from pixsrc.locks import FileLock, tighten
 
 if TYPE_CHECKING:
     from pixsrc.types import AuthSpec
@@ -90,16 +91,32 @@ def _keyring_backend_name() -> str:
     return f"{type(backend).__module__}.{type(backend).__name__}"
 
 
+def _refuse_if_open_to_others(path: Path, mode: int) -> None:
+    """As ssh refuses a private key: a credentials file others can read (or write: plant a token in)
+    is not used, and the message says how to fix it. Windows keeps access in ACLs, not mode bits."""
+    if os.name != "nt" and mode & 0o077:
+        raise AuthRequired(f"{path} is open to others (mode {mode & 0o7777:04o}); pixsrc will not use "
+                           "the credentials in it", hint=f"run: chmod 600 {path}")
+
+
 def _read_file_store() -> dict[str, str]:
+    path = file_store_path()
     try:
-        data = json.loads(file_store_path().read_text("utf-8"))
+        with path.open("rb") as handle:
+            # the mode of the file that is open, checked before a byte of it is read
+            _refuse_if_open_to_others(path, os.fstat(handle.fileno()).st_mode)
+            data = json.loads(handle.read().decode("utf-8"))
     except FileNotFoundError:
         return {}
+    except ValueError:  # not JSON, not UTF-8: never guess at credentials
+        raise AuthRequired(f"{path} is damaged (not the JSON pixsrc writes); no credential was read from it",
+                           hint=f"move it away and sign in again: mv {path} {path}.damaged") from None
     return data if isinstance(data, dict) else {}
 
 
 def _update_file_store(change: Callable[[dict[str, str]], object]) -> None:
     path = file_store_path()
+    tighten(path.parent)  # the state folder is pixsrc's own: a 0600 file in a folder others can list
     with FileLock(path.with_name(path.name + ".lock")):
         data = _read_file_store()
         change(data)
@@ -140,12 +157,18 @@ def _set_indexed(source_id: str, present: bool) -> None:
             atomic_write(path, json.dumps(sorted(names)).encode(), mode=0o600)
 
 
+def _read(value: str, stored_in: str) -> Credential:
+    # registered the moment it is read: whatever a server echoes of it, or a traceback quotes, is masked
+    redact.register(value)
+    return Credential(value, stored_in)
+
+
 def get(source_id: str, optional: bool = False) -> Credential | None:
     """The stored credential, or None. ``optional``: skip the keyring unless pixsrc stored one there."""
     if value := os.environ.get(env_var(source_id)):
-        return Credential(value, f"env {env_var(source_id)}")
+        return _read(value, f"env {env_var(source_id)}")
     if (value := _read_file_store().get(source_id)) is not None:
-        return Credential(value, f"file {file_store_path()}")
+        return _read(value, f"file {file_store_path()}")
     if default_store() == "file" or optional and not _indexed(source_id):
         return None
     import keyring
@@ -153,11 +176,12 @@ def get(source_id: str, optional: bool = False) -> Credential | None:
     value = _keyring_call(source_id, lambda: keyring.get_password(SERVICE, source_id))
     if value is None:
         return None
-    return Credential(value, f"keyring {_keyring_call(source_id, _keyring_backend_name)}")
+    return _read(value, f"keyring {_keyring_call(source_id, _keyring_backend_name)}")
 
 
 def put(source_id: str, value: str, store: Store | None = None) -> str:
     """Store a credential; returns where it went."""
+    redact.register(value)  # a key typed or piped in a moment ago is as secret as one read back later
     if (store or default_store()) == "file":
         _update_file_store(lambda data: data.__setitem__(source_id, value))
         return f"file {file_store_path()}"

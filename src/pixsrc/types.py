@@ -33,6 +33,9 @@ def _check_http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
+    if "@" in parts.netloc:  # user:password@host: in the config file in the clear, sent to every host
+        raise ValueError("must not contain a user name or password (user:password@); remove it and store the "
+                         "secret as the source's credential (its API key): pixsrc auth login SOURCE")
     return value
 
 
@@ -118,6 +121,9 @@ class OAuthProvider:
     Google desktop clients), else the fixed default port of the redirect URI users register.
     ``client_auth``: how a client secret reaches the token endpoint (``basic`` or ``post``);
     ``secret``: whether the provider needs one at all (``none`` when PKCE replaces it).
+    ``sends_iss``: the provider puts ``iss`` in every authorization response (RFC 9207; its metadata's
+    ``authorization_response_iss_parameter_supported``), so a callback without one is refused. A wrong
+    ``iss`` is refused whenever ``issuer`` is known.
     """
 
     name: str
@@ -129,6 +135,7 @@ class OAuthProvider:
     revoke_style: Literal["rfc7009", "bearer", "none"] = "rfc7009"
     content_base_url: str | None = None
     issuer: str | None = None
+    sends_iss: bool = False
     scope_separator: str = " "
     pkce: bool = True
     secret: Literal["none", "optional", "required"] = "none"

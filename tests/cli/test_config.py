@@ -214,8 +214,9 @@ def test_failed_write_leaves_the_old_file_and_no_temp_file(
 
     monkeypatch.setattr("pixsrc.config.os.replace", boom)
     result = run("add", "local-fs", "--name", "Two", "--set", f"path={SAMPLES}")
-    assert result.exit_code == 1
-    assert "No space left on device" in result.stderr
+    assert result.exit_code == 2  # a clear error naming the file, not an internal one
+    assert "No space left on device" in result.stderr and "was not changed" in result.stderr
+    assert "internal error" not in result.stderr
     assert config_file.read_bytes() == before
     assert sorted(p.name for p in config_file.parent.iterdir()) == ["sources.toml", "sources.toml.lock"]
 

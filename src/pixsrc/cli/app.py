@@ -6,12 +6,67 @@ Command modules import only typer and the standard library at the top; everythin
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+import sys
+from typing import Any
 
 import typer
+from typer.core import TyperGroup, TyperOption
 
 from pixsrc import __version__
 from pixsrc.cli import auth, common, fetch, sources, types_cmd
+
+GLOBAL_PANEL = "Global options"
+
+
+def _set_config(ctx: typer.Context, _param: Any, value: str | None) -> None:
+    if value is not None:  # given after the command too: the last one given wins, as rclone's flags do
+        common.app_state(ctx).config_override = value
+
+
+def _set_debug(ctx: typer.Context, _param: Any, value: bool) -> None:
+    # the root always parses first: it resets what an earlier in-process run left, a command's flag adds to it
+    if value or ctx.parent is None:
+        common.DEBUG = common.app_state(ctx).debug = value
+
+
+def _version(_ctx: typer.Context, _param: Any, value: bool) -> None:
+    if value:
+        print(f"pixsrc {__version__}")
+        raise typer.Exit()
+
+
+def global_options() -> list[TyperOption]:
+    """Fresh --config/--debug/--version options for one command (the root, a group, or a leaf)."""
+    return [
+        TyperOption(param_decls=["--config"], metavar="PATH", default=None, callback=_set_config,
+                    expose_value=False, rich_help_panel=GLOBAL_PANEL,
+                    help="Sources file (default: $PIXSRC_CONFIG, then the user config dir)."),
+        TyperOption(param_decls=["--debug"], is_flag=True, default=False, callback=_set_debug,
+                    expose_value=False, rich_help_panel=GLOBAL_PANEL, help="Show tracebacks of internal errors."),
+        TyperOption(param_decls=["--version"], is_flag=True, default=False, callback=_version, is_eager=True,
+                    expose_value=False, rich_help_panel=GLOBAL_PANEL, help="Print the version and exit."),
+    ]
+
+
+def _add_global_options(command: Any) -> None:  # a Click Command: vendored in Typer 0.28, click's before
+    command.params.extend(global_options())
+    if isinstance(command, TyperGroup):
+        for sub in command.commands.values():
+            _add_global_options(sub)
+
+
+class RootGroup(TyperGroup):
+    """The root command: gives itself and every command under it the global options.
+
+    So `pixsrc list --config X` parses like `pixsrc --config X list`, by Click itself (no argv rewriting).
+    Typer builds this group, with all the commands, each time the app runs.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _add_global_options(self)
+
 
 app = typer.Typer(
     name="pixsrc",
@@ -21,30 +76,12 @@ app = typer.Typer(
         "  pixsrc add local-fs --name Inbox --set path=~/Pictures/inbox\n\n"
         "  pixsrc fetch inbox --dest ~/assets"
     ),
+    cls=RootGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,  # tracebacks with locals could show secrets
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def _version(value: bool) -> None:
-    if value:
-        print(f"pixsrc {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    ctx: typer.Context,
-    config: Annotated[str | None, typer.Option(
-        "--config", metavar="PATH", help="Sources file (default: $PIXSRC_CONFIG, then the user config dir).")] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
-) -> None:
-    common.DEBUG = debug
-    ctx.obj = common.AppState(config_override=config, debug=debug)
 
 
 sources.register(app)
@@ -53,5 +90,33 @@ app.add_typer(auth.app, name="auth")
 fetch.register(app)
 
 
+def _identity(file: int | str) -> tuple[int, int] | None:
+    """Which file a descriptor (or path) is."""
+    try:
+        st = os.stat(file)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def main() -> None:
-    app(prog_name="pixsrc")
+    stdout_was = _identity(1)
+    try:
+        app(prog_name="pixsrc")  # standalone: always ends in SystemExit
+    except SystemExit as exc:
+        code = exc.code
+    # Two libraries end a closed pipe on their own with exit 1: Typer (and Click) behind a PacifyFlushWrapper
+    # (matched by name: Typer 0.28 vendors Click, older Typers use the real one), and Rich (help text) after
+    # pointing fd 1 at /dev/null
+    pacified = type(sys.stdout).__name__ == "PacifyFlushWrapper" or (
+        code == 1 and _identity(1) != stdout_was and _identity(1) == _identity(os.devnull))
+    closed = pacified
+    try:
+        sys.stdout.flush()  # short output is still buffered here: a closed pipe shows up now
+    except BrokenPipeError:
+        closed = True
+    if closed:
+        quiet = common.end_on_closed_output()
+        if pacified or not code:  # a real failure (exit 2, 3, ...) keeps its code; its message went to stderr
+            code = quiet
+    raise SystemExit(code)

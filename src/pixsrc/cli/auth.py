@@ -56,7 +56,7 @@ def oauth_login(cfg: Config, source_id: str, title: str, stype: SourceType, *, o
     model = stype.validate(source.config, f"sources.{source_id}.config") if source is not None else None
     token_set = oauth.login(settings, spec.scopes_of(model), title, open_browser=open_browser, port=port,
                             timeout=timeout, stdin=sys.stdin)
-    where = oauth.store_new_tokens(source_id, token_set, store)
+    where = oauth.store_new_tokens(source_id, token_set, store, settings)
     say(f"signed in; tokens stored in {where}")
 
 
@@ -90,7 +90,7 @@ def login(
     store: StoreOption = None,
 ) -> None:
     """Sign a source in: the browser flow for OAuth types, a hidden prompt for API keys."""
-    from pixsrc import tokens
+    from pixsrc import redact, tokens
 
     _check_store(store)
     cfg = _load(ctx)
@@ -108,6 +108,7 @@ def login(
             secret = typer.prompt(stype.auth.label, hide_input=True).strip()
         else:
             raise UsageError("no terminal to ask for the key", hint="pipe it in with --api-key-stdin")
+        redact.register(secret)  # from now on no message can show it
         if not secret:
             raise UsageError("the key is empty")
         say(f"stored the credential of {source.id!r} in {tokens.put(source.id, secret, store)}")  # type: ignore[arg-type]
@@ -191,8 +192,8 @@ def client(
     secret_stdin: Annotated[bool, typer.Option("--secret-stdin", help="Read the secret from stdin.")] = False,
     store: StoreOption = None,
 ) -> None:
-    """Store an OAuth client secret in the keyring (its client_id goes in [providers.PROVIDER])."""
-    from pixsrc import oauth, registry, tokens
+    """Store an OAuth client secret in the keyring (its client_id goes in the config's \\[providers.PROVIDER] table)."""
+    from pixsrc import oauth, redact, registry, tokens
 
     _check_store(store)
     types, _ = registry.load_all()
@@ -205,6 +206,7 @@ def client(
         secret = typer.prompt(f"Client secret for {provider}", hide_input=True).strip()
     else:
         raise UsageError("no terminal to ask for the secret", hint="pipe it in with --secret-stdin")
+    redact.register(secret)  # from now on no message can show it
     if not secret:
         raise UsageError("the secret is empty")
     where = tokens.put(oauth.client_secret_key(provider), secret, store)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,10 @@ import typer
 
 from pixsrc.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, PixsrcError
 
-DEBUG = False  # set by the root --debug option
+DEBUG = False  # set by the global --debug option
+# 128 + SIGPIPE: what the shell reports for git, cat or rclone when the reader of their output is gone,
+# so `set -o pipefail` scripts see pixsrc the same way as every other tool
+EXIT_CLOSED_PIPE = 141
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -75,6 +79,34 @@ def is_interactive(no_input: bool = False) -> bool:
     return not no_input and sys.stdin.isatty()
 
 
+def closed_outputs() -> list[int]:
+    """The file descriptors of stdout and stderr whose reader has gone (a pipe or socket closed at the far end)."""
+    try:
+        import select
+
+        poller = select.poll()
+    except (ImportError, AttributeError):  # no poll() (Windows): a BrokenPipeError there is taken at its word
+        return [1]
+    for stream in (sys.__stdout__, sys.__stderr__):
+        try:
+            fd = stream.fileno() if stream is not None else -1
+        except (OSError, ValueError):  # closed, or not a real file
+            continue
+        if fd >= 0:
+            poller.register(fd, select.POLLOUT)
+    # Linux and the BSDs flag the writing end of a pipe without readers with POLLERR; a socket with POLLHUP
+    return [fd for fd, events in poller.poll(0) if events & (select.POLLERR | select.POLLHUP)]
+
+
+def end_on_closed_output() -> int:
+    """Point closed stdout/stderr at /dev/null (so Python's last flush cannot complain) and give the exit code."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in closed_outputs():
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    return EXIT_CLOSED_PIPE
+
+
 def fail(exc: PixsrcError) -> typer.Exit:
     say(f"error: {exc.message}")
     if exc.hint:
@@ -83,7 +115,12 @@ def fail(exc: PixsrcError) -> typer.Exit:
 
 
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn PixsrcError into its one-line message and exit code; hide tracebacks unless --debug."""
+    """Turn PixsrcError into its one-line message and exit code; hide tracebacks unless --debug.
+
+    Two ordinary endings are not errors: a prompt answered "no", Ctrl-C or Ctrl-D at a prompt (Click raises
+    Abort) is a cancellation, exit 130 before anything was written; output whose reader went away
+    (`pixsrc show x | head -5`) ends quietly with exit 141.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -94,9 +131,14 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt:
             say("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except typer.Abort:  # raised by typer.prompt/confirm on 'no', Ctrl-C and Ctrl-D
+            say("cancelled")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except typer.Exit:
             raise
         except Exception as exc:
+            if isinstance(exc, BrokenPipeError) and closed_outputs():
+                raise typer.Exit(end_on_closed_output()) from None
             if DEBUG:  # the traceback goes through the same redaction as every other message
                 import traceback
 

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from pixsrc.config import Config, Source
     from pixsrc.sync import Outcome, Report
 
-Globs = Annotated[list[str] | None, typer.Option(metavar="GLOB", help="Repeatable; '*.jpg' or 'dir/*'.")]
+Globs = Annotated[list[str] | None, typer.Option(
+    metavar="GLOB", help="Repeatable or comma-separated: '*.{jpg,png}' (any folder), '2024/*' (that folder only), "
+                         "'2024/**' (and below).")]
 
 
 def _human(n: float) -> str:
@@ -30,7 +32,8 @@ def _human(n: float) -> str:
 def register(app: typer.Typer) -> None:
     @app.command(epilog="Examples: pixsrc fetch client-assets --dest ~/assets\n\n"
                         "  pixsrc fetch --all --json -q > report.json\n\n"
-                        "  pixsrc fetch client-assets --list --json")
+                        "  pixsrc fetch client-assets --list --json\n\n"
+                        "  pixsrc fetch inbox --include '2024/**/*.{jpg,png}' --exclude 'tmp/**'")
     @handle_errors
     def fetch(
         ctx: typer.Context,
@@ -43,6 +46,9 @@ def register(app: typer.Typer) -> None:
         include: Globs = None,
         exclude: Globs = None,
         prune: Annotated[bool, typer.Option("--prune", help="Delete local files whose asset is gone.")] = False,
+        max_delete: Annotated[int | None, typer.Option(
+            "--max-delete", metavar="N", min=0,
+            help="With --prune: delete at most N files (default: 100, or half the source if fewer).")] = None,
         force: Annotated[bool, typer.Option("--force", help="Replace files changed locally.")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="Wait for another fetch of a source to end.")] = False,
         json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
@@ -51,7 +57,10 @@ def register(app: typer.Typer) -> None:
         """Download new and changed assets (or --list them). Re-runs fetch only what changed."""
         from pixsrc.config import load_config
         from pixsrc.fetch import select_sources
+        from pixsrc.paths import check_globs
 
+        # one syntax with the config's lists: split on commas outside {...}, checked before any listing
+        include, exclude = check_globs(include or [], "--include"), check_globs(exclude or [], "--exclude")
         cfg = load_config(app_state(ctx).config_path)
         sources = select_sources(cfg, refs or [], all_enabled)
         if not sources and not quiet:
@@ -60,7 +69,7 @@ def register(app: typer.Typer) -> None:
             _list(sources, include or [], exclude or [], json_out, cfg.providers())
             return
         _fetch(cfg, sources, dest, dry_run, jobs, include or [], exclude or [], prune, force, wait, json_out,
-               quiet)
+               quiet, max_delete)
 
 
 def _list(sources: list[Source], include: list[str], exclude: list[str], json_out: bool,
@@ -72,7 +81,10 @@ def _list(sources: list[Source], include: list[str], exclude: list[str], json_ou
         source_type(source)
     out = sys.stdout
     for source in sources:
-        for asset in list_assets(source, include, exclude, providers):
+        def warn(message: str, source_id: str = source.id) -> None:
+            say(f"warning: {source_id}: {message}")
+
+        for asset in list_assets(source, include, exclude, providers, warn=warn):
             path = sanitize_path(asset.path)
             if json_out:
                 out.write(json.dumps({
@@ -86,8 +98,9 @@ def _list(sources: list[Source], include: list[str], exclude: list[str], json_ou
 
 
 def _fetch(cfg: Config, sources: list[Source], dest: str | None, dry_run: bool, jobs: int, include: list[str],
-           exclude: list[str], prune: bool, force: bool, wait: bool, json_out: bool, quiet: bool) -> None:
-    from pixsrc.fetch import destination, exit_code, fetch_source, install_sigterm_handler
+           exclude: list[str], prune: bool, force: bool, wait: bool, json_out: bool, quiet: bool,
+           max_delete: int | None = None) -> None:
+    from pixsrc.fetch import destination, empty_warning, exit_code, fetch_source, install_sigterm_handler
     from pixsrc.sync import Options
 
     install_sigterm_handler()
@@ -97,7 +110,7 @@ def _fetch(cfg: Config, sources: list[Source], dest: str | None, dry_run: bool, 
     print_plan = dry_run and not json_out
     for source in sources:
         options = Options(dest=destination(cfg, source, dest, several), jobs=jobs, include=include,
-                          exclude=exclude, dry_run=dry_run, prune=prune, force=force)
+                          exclude=exclude, dry_run=dry_run, prune=prune, force=force, max_delete=max_delete)
         progress = _Progress(source.id) if show_progress else None
 
         def on_outcome(outcome: Outcome, progress: _Progress | None = progress) -> None:
@@ -113,6 +126,10 @@ def _fetch(cfg: Config, sources: list[Source], dest: str | None, dry_run: bool, 
         reports.append(report)
         if reason:
             say(f"error: {source.id}: {reason}")
+        elif report.kept:  # exit 5 even with -q: a cron log must say why nothing was pruned
+            say(f"warning: {source.id}: {report.message}")
+        if not reason and (empty := empty_warning(source, report.found, report.listed, include, exclude)):
+            say(f"warning: {source.id}: {empty}")  # even with -q: a cron log must say why nothing came
         if not quiet:
             say(_summary(report, options.dest))
         if not quiet or report.failed:

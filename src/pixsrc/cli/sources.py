@@ -20,8 +20,10 @@ SetOption = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE
 
 
 def _parse_value(spec: FieldSpec, raw: str) -> Any:
-    if spec.type == "list":
-        return [item.strip() for item in raw.split(",") if item.strip()]
+    if spec.type == "list":  # the rule globs follow everywhere: a comma inside {a,b} separates nothing
+        from pixsrc.paths import split_globs
+
+        return split_globs(raw)
     if spec.type == "path" and raw and not raw.startswith("~"):
         return os.path.abspath(raw)  # relative to where the user typed it, not where cron runs
     return raw
@@ -137,6 +139,10 @@ def _oauth_step(ctx: typer.Context, stype: SourceType, config: dict[str, Any] | 
         return None
 
 
+class _Unchanged(Exception):
+    """``edit`` found nothing to change: leave the file (and its updated_at) as it was."""
+
+
 def _load(ctx: typer.Context) -> Config:
     from pixsrc.config import load_config
 
@@ -206,7 +212,9 @@ def register(app: typer.Typer) -> None:
         if token_set is not None:
             from pixsrc import oauth
 
-            say(f"tokens stored in {oauth.store_new_tokens(source_id, token_set, None)}")
+            # with the provider's settings, a grant that cannot be stored anywhere is revoked, not left live
+            settings = oauth.settings_for(stype.auth.oauth, _load(ctx).providers()) if stype.auth.oauth else None
+            say(f"tokens stored in {oauth.store_new_tokens(source_id, token_set, None, settings)}")
         elif stype.auth.kind == "oauth2":
             say(f"next: pixsrc auth login {source_id}")
 
@@ -295,36 +303,49 @@ def register(app: typer.Typer) -> None:
         from pixsrc.config import edit_config, now_utc
 
         path = app_state(ctx).config_path
-        interactive = is_interactive() and not (sets or unsets or name is not None or dest is not None)
-        with edit_config(path) as cfg:
-            source = cfg.find(source_ref)
-            stype = registry.get(source.type)
-            values = dict(source.config)
+        flags = bool(sets or unsets or name is not None or dest is not None)
+        interactive = is_interactive() and not flags
+        try:
+            with edit_config(path) as cfg:
+                source = cfg.find(source_ref)
+                before = (dict(source.config), source.name, source.dest)
+                stype = registry.get(source.type)
+                values = dict(source.config)
+                if interactive:
+                    for spec in stype.fields():
+                        answer = _ask_field(spec, values.get(spec.key, spec.default))
+                        if answer is not None and answer != spec.default:
+                            values[spec.key] = answer
+                        else:
+                            values.pop(spec.key, None)
+                    name = typer.prompt("Name", default=source.name)
+                values.update(_parse_sets(stype, sets or []))
+                keys = {f.key for f in stype.fields()}
+                for key in unsets or []:
+                    if key not in keys:
+                        raise UsageError(f"--unset {key}: {stype.id} has no field {key!r}")
+                    values.pop(key, None)
+                source.config = _stored_config(stype, values, f"sources.{source.id}.config")
+                if name is not None:
+                    name = name.strip()
+                    if not name:
+                        raise UsageError("--name must not be empty")
+                    if any(s.name.casefold() == name.casefold() and s.id != source.id for s in cfg.sources.values()):
+                        raise UsageError(f"a source is already named {name!r}")
+                    source.name = name
+                if dest is not None:
+                    source.dest = dest or None
+                if (source.config, source.name, source.dest) == before:
+                    raise _Unchanged  # edit_config writes nothing when its block raises
+                source.updated_at = now_utc()
+        except _Unchanged:
             if interactive:
-                for spec in stype.fields():
-                    answer = _ask_field(spec, values.get(spec.key, spec.default))
-                    if answer is not None and answer != spec.default:
-                        values[spec.key] = answer
-                    else:
-                        values.pop(spec.key, None)
-                name = typer.prompt("Name", default=source.name)
-            values.update(_parse_sets(stype, sets or []))
-            keys = {f.key for f in stype.fields()}
-            for key in unsets or []:
-                if key not in keys:
-                    raise UsageError(f"--unset {key}: {stype.id} has no field {key!r}")
-                values.pop(key, None)
-            source.config = _stored_config(stype, values, f"sources.{source.id}.config")
-            if name is not None:
-                name = name.strip()
-                if not name:
-                    raise UsageError("--name must not be empty")
-                if any(s.name.casefold() == name.casefold() and s.id != source.id for s in cfg.sources.values()):
-                    raise UsageError(f"a source is already named {name!r}")
-                source.name = name
-            if dest is not None:
-                source.dest = dest or None
-            source.updated_at = now_utc()
+                say(f"nothing to change in {source.id!r}")
+            elif flags:
+                say(f"nothing to change in {source.id!r}: it already has those values")
+            else:
+                say(f"nothing to change in {source.id!r}: give --set KEY=VALUE, --unset KEY, --name or --dest")
+            return
         say(f"updated {source.id!r}")
 
     def _set_enabled(ctx: typer.Context, source_ref: str, enabled: bool) -> None:

@@ -6,6 +6,10 @@ import functools
 import mimetypes
 import posixpath
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 # Formats mimetypes does not know everywhere.
 _EXTRA_MEDIA = {".heic": "image/heic", ".heif": "image/heif", ".avif": "image/avif", ".jxl": "image/jxl",
@@ -60,3 +64,13 @@ def origin(url: str) -> tuple[str, str, int] | None:
     if scheme not in _DEFAULT_PORTS or not parts.hostname:
         return None
     return scheme, parts.hostname.lower(), port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """The first problem of an API answer that is not the documented shape (a pydantic model's
+    ValidationError), in a few words and never its data."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    if error["type"] == "json_invalid":
+        return f"invalid JSON ({error['msg'].removeprefix('Invalid JSON: ')})"
+    where = ".".join(str(part) for part in error["loc"]) or "the document"
+    return f"a document of an unexpected shape ({where}: {error['msg']})"

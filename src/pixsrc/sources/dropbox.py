@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pixsrc.api import ApiError, retry_after_seconds
 from pixsrc.errors import AuthRequired, SourceUnavailable
 from pixsrc.paths import selected
-from pixsrc.sources import is_media, media_type, parse_time
+from pixsrc.sources import describe_invalid, is_media, media_type, parse_time
 from pixsrc.types import (
     HASHERS,
     Asset,
@@ -152,15 +152,6 @@ class _Page(_Wire):
 _Doc = TypeVar("_Doc", bound=_Wire)
 
 
-def _garbage(exc: ValidationError) -> str:
-    """The first problem of an answer that is not the documented shape, in a few words (never its data)."""
-    error = exc.errors(include_url=False, include_input=False)[0]
-    if error["type"] == "json_invalid":
-        return f"invalid JSON ({error['msg'].removeprefix('Invalid JSON: ')})"
-    where = ".".join(str(part) for part in error["loc"]) or "the document"
-    return f"a document of an unexpected shape ({where}: {error['msg']})"
-
-
 def _error_tags(body: bytes) -> tuple[list[str], str]:
     """A route error's tag path (``["path", "not_found"]``) and its error_summary (providers.md 2.5);
     for a body that is not Dropbox's JSON (400s are plain text), no tags and its start as one line."""
@@ -257,7 +248,7 @@ class DropboxController:
             try:
                 return model.model_validate_json(response.content)
             except ValidationError as exc:
-                raise SourceUnavailable(f"{self.source}: Dropbox answered {route} with {_garbage(exc)}",
+                raise SourceUnavailable(f"{self.source}: Dropbox answered {route} with {describe_invalid(exc)}",
                                         hint="try again later; if it persists, report it") from None
         error = response.content
         if status == 401:
@@ -347,8 +338,7 @@ class DropboxController:
             rel = "/".join(rel_parts)
             if not self.config.all_files and not is_media(name):
                 continue
-            if not selected(rel.lower(), [p.lower() for p in self.config.include],
-                            [p.lower() for p in self.config.exclude]):
+            if not selected(rel, self.config.include, self.config.exclude, ignore_case=True):  # as Dropbox
                 continue
             if entry.is_downloadable is False:  # e.g. Google Docs in Dropbox: export only (2.4)
                 skipped.append(rel)
@@ -429,6 +419,7 @@ PROVIDER = OAuthProvider(
     api_base_url=API_BASE,
     content_base_url=CONTENT_BASE,
     scope_separator=" ",
+    sends_iss=False,  # RFC 9207 iss: not documented for Dropbox (providers.md), so not required
     pkce=True,
     secret="none",  # PKCE replaces the app secret, also for refresh (providers.md 2.1)
     loopback_port=DEFAULT_PORT,  # redirect URIs must match exactly, port included: no any-port rule

@@ -43,8 +43,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pixsrc.api import ApiError, retry_after_seconds
 from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
-from pixsrc.paths import selected
-from pixsrc.sources import is_media, parse_time
+from pixsrc.paths import safe_name, selected
+from pixsrc.sources import describe_invalid, is_media, parse_time
 from pixsrc.types import (
     Asset,
     AuthSpec,
@@ -95,6 +95,10 @@ PROVIDER = OAuthProvider(
     revoke_style="rfc7009",
     api_base_url="https://www.googleapis.com",
     issuer="https://accounts.google.com",
+    # RFC 9207: Google adds iss to the redirect for some accounts only and does not declare it in its
+    # metadata (openiddict/openiddict-core#2428); providers.md has no such fact. A wrong iss is refused,
+    # a missing one is not: requiring it would fail the sign-in of every account without it.
+    sends_iss=False,
     scope_separator=" ",
     pkce=True,  # §1.1: S256 supported
     # §1.1: Desktop clients still send their (non-confidential) secret at the token endpoint, in the form
@@ -197,15 +201,6 @@ class _About(_Wire):
 
 
 _Doc = TypeVar("_Doc", bound=_Wire)
-
-
-def _garbage(exc: ValidationError) -> str:
-    """The first problem of an answer that is not the documented shape, in a few words (never its data)."""
-    error = exc.errors(include_url=False, include_input=False)[0]
-    if error["type"] == "json_invalid":
-        return f"invalid JSON ({error['msg'].removeprefix('Invalid JSON: ')})"
-    where = ".".join(str(part) for part in error["loc"]) or "the document"
-    return f"a document of an unexpected shape ({where}: {error['msg']})"
 
 
 # -- the snapshot -------------------------------------------------------------------------------------
@@ -387,7 +382,7 @@ class GoogleDriveController:
             try:
                 return model.model_validate_json(response.content)
             except ValidationError as exc:
-                raise SourceUnavailable(f"{self.source}: Google Drive answered {endpoint} with {_garbage(exc)}",
+                raise SourceUnavailable(f"{self.source}: Google Drive answered {endpoint} with {describe_invalid(exc)}",
                                         hint="try again later; if it persists, report it") from None
         reason, message = google_reason(response.content)
         what = f"{self.source}: Google Drive {endpoint}: HTTP {status}{_detail(reason, message)}"
@@ -666,7 +661,7 @@ class GoogleDriveController:
                         self.warn(f"skipped shortcut {prefix}{item.name!r}: it points back to a folder "
                                   "above it")
                         continue
-                name = item.name.replace("/", "\uff0f")  # "／" like rclone: a "/" in a name is no folder
+                name = safe_name(item.name)  # a "/" in a name is no folder, ".." is no parent
                 if node.folder:
                     if self.config.recursive:
                         entries.append((item, node, name))

@@ -78,6 +78,7 @@ PROVIDER = OAuthProvider(
     revoke_url="https://api.pinterest.com/v5/oauth/token/revoke",
     revoke_style="none",
     scope_separator=",",  # 3.1: scopes are comma-separated
+    sends_iss=False,  # RFC 9207 iss: not in the v5 spec (providers.md 3.1), so not required
     pkce=False,  # 3.1: not documented by Pinterest (no code_challenge in the spec or the quickstart)
     secret="required",
     client_auth="basic",  # 3.1: HTTP Basic base64(client_id:client_secret) at /v5/oauth/token

@@ -77,6 +77,17 @@ def _is_json(response: httpx.Response) -> bool:
     return kind == "application/json" or kind.endswith("+json")
 
 
+def _file_kind(response: httpx.Response) -> str | None:
+    """The media type of an answer that is a file to download, not a page or an index; None for
+    HTML, JSON, XML and other text (a listing may come as text/plain), and when the server names none."""
+    if "attachment" in (response.headers.get("Content-Disposition") or "").lower():
+        return (response.headers.get("Content-Type") or "application/octet-stream").split(";")[0].strip().lower()
+    kind = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if not kind or kind.startswith("text/") or kind.endswith(("json", "xml")):
+        return None
+    return kind
+
+
 def _shown(url: str) -> str:
     """A URL for messages: without its query string, which may carry a signature or a token."""
     from pixsrc.api import safe_url
@@ -148,7 +159,16 @@ class RemoteGalleryController:
         first = self._get(self.config.url, accept)
         body = first.content
         url = str(first.url)  # after redirects (/gallery -> /gallery/): links are relative to this one
-        if mode == "json" or (mode == "auto" and (_is_json(first) or body.lstrip()[:1] in (b"{", b"["))):
+        looks_json = _is_json(first) or body.lstrip()[:1] in (b"{", b"[")
+        kind = _file_kind(first)
+        if kind is not None and not (looks_json and mode != "html"):
+            # a picture's own URL: no links, no index, so "0 listed" would look like an empty gallery
+            folder = urlunsplit(urlsplit(url)._replace(path=urlsplit(url).path.rsplit("/", 1)[0] + "/",
+                                                         query="", fragment=""))
+            self.warn(f"{_shown(url)} is a file ({kind}), not a gallery folder or JSON index; use its folder: "
+                      f"pixsrc edit {self.source_id} --set url={folder}")
+            return
+        if mode == "json" or (mode == "auto" and looks_json):
             assets = self._json_pages(url, body)
         else:
             assets = self._crawl(url, body)
