@@ -181,3 +181,13 @@ def test_a_credentials_file_others_can_use_is_refused(
     stored.chmod(0o600)  # the fix the hint names works
     fixed = run("fetch", "gallery", "--dest", str(tmp_path / "out"))
     assert fixed.exit_code == 0, fixed.stderr
+
+
+@pytest.mark.parametrize("damage", [b"{not json", b"\xff\xfe\x00garbage"])
+def test_a_damaged_credentials_file_is_a_clear_auth_error(stored: Path, tmp_path: Path, damage: bytes) -> None:
+    stored.write_bytes(damage)
+    stored.chmod(0o600)
+    fetched = run("fetch", "gallery", "--dest", str(tmp_path / "out"))
+    assert fetched.exit_code == 3, fetched.stderr
+    assert f"{stored} is damaged" in fetched.stderr and "internal error" not in fetched.stderr
+    assert stored.read_bytes() == damage  # never rewritten, never guessed at
