@@ -178,11 +178,15 @@ class SyncRun:
 
     # -- listing and planning ---------------------------------------------------------------
 
-    def _list(self) -> list[Asset]:
+    def _list(self) -> dict[str, Asset]:
+        """The listing by asset id (the first of repeated ids wins): one dict, no list beside it."""
         from pixsrc.api import ApiError, Cancelled
 
+        unique: dict[str, Asset] = {}
         try:
-            return list(self.controller.list_assets())
+            for asset in self.controller.list_assets():
+                unique.setdefault(asset.id, asset)
+            return unique
         except PixsrcError:
             raise
         except Cancelled:
@@ -191,11 +195,7 @@ class SyncRun:
             raise SourceUnavailable(f"{self.source_id}: listing failed: {exc}") from None
 
     def _run(self) -> Iterator[Outcome]:
-        listing = self._list()
-        listed_ids = {a.id for a in listing}
-        unique: dict[str, Asset] = {}
-        for asset in listing:
-            unique.setdefault(asset.id, asset)
+        unique = self._list()
         wanted = [a for a in unique.values() if selected(a.path, self.options.include, self.options.exclude)]
         self.report.found, self.report.listed = len(unique), len(wanted)
         manifest = self.state.manifest(self.source_id)
@@ -215,8 +215,8 @@ class SyncRun:
                 fetches.append(adopted)
             else:
                 yield self._emit(adopted)
-        gone = [Gone(asset_id, entry) for asset_id, entry in manifest.items() if asset_id not in listed_ids]
-        held = self._prune_guard(len(listing), len(gone), len(manifest))
+        gone = [Gone(asset_id, entry) for asset_id, entry in manifest.items() if asset_id not in unique]
+        held = self._prune_guard(len(unique), len(gone), len(manifest))
         for vanished in gone:
             if held is None:
                 yield self._emit(self._gone(vanished))
