@@ -63,11 +63,14 @@ def select_sources(config: Config, refs: list[str], all_enabled: bool) -> list[S
 
 
 def destination(config: Config, source: Source, cli_dest: str | None, several: bool) -> Path:
-    if source.dest:
-        return Path(source.dest).expanduser()
+    """Where a source's files go, first match wins: ``--dest`` (``DIR/<id>`` with several sources),
+    the source's own ``dest``, ``defaults.dest/<id>``, the pictures folder. A flag beats the config,
+    as everywhere else on the command line."""
     if cli_dest:
         base = Path(cli_dest).expanduser()
         return base / source.id if several else base
+    if source.dest:
+        return Path(source.dest).expanduser()
     if config.default_dest:
         return Path(config.default_dest).expanduser() / source.id
     from platformdirs import user_pictures_dir

@@ -409,3 +409,15 @@ def test_types() -> None:
     assert fields["index"]["type"] == "select" and fields["index"]["options"] == ["auto", "json", "html"]
     unknown = run("types", "remote-galery")
     assert unknown.exit_code == 2 and "did you mean 'remote-gallery'?" in unknown.stderr
+
+
+def test_dest_on_the_command_line_beats_the_sources_own_dest(config_file: Path, tmp_path: Path) -> None:
+    own = tmp_path / "own"
+    ok("add", "local-fs", "--name", "Inbox", "--set", f"path={SAMPLES}", "--dest", str(own))
+    ok("add", "local-fs", "--name", "Plain", "--set", f"path={SAMPLES}")
+    ok("fetch", "inbox", "--dest", str(tmp_path / "flag"))
+    assert files_under(tmp_path / "flag") == SAMPLE_IMAGES and not own.exists()
+    ok("fetch", "inbox", "plain", "--dest", str(tmp_path / "many"))  # several sources: DIR/<id>
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["inbox", "plain"]
+    ok("fetch", "inbox")  # without the flag the source's own dest is used
+    assert files_under(own) == SAMPLE_IMAGES

@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
         refs: Annotated[list[str] | None, typer.Argument(metavar="[SOURCE]...", help="Ids or names.")] = None,
         all_enabled: Annotated[bool, typer.Option("--all", help="Every enabled source.")] = False,
         list_only: Annotated[bool, typer.Option("--list", help="List assets, download nothing.")] = False,
-        dest: Annotated[str | None, typer.Option("--dest", metavar="DIR", help="Download folder.")] = None,
+        dest: Annotated[str | None, typer.Option(
+            "--dest", metavar="DIR", help="Download folder; beats a source's own dest (several: DIR/<id>).")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
         jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="Parallel downloads.")] = 8,
         include: Globs = None,
