@@ -107,12 +107,6 @@ def _has_entries(directory: str) -> bool:
         return False
 
 
-def ssl_context() -> ssl.SSLContext:
-    """A new client context trusting ``ca_paths()`` (the caller may change it)."""
-    cafile, capath = ca_paths()
-    return ssl.create_default_context(cafile=cafile, capath=capath)
-
-
 @lru_cache(maxsize=8)
 def _shared_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
     # loading a CA bundle takes ~20 ms: one context per trust store for every Api of the process
@@ -201,12 +195,6 @@ def is_loopback(host: str) -> bool:
         return False
     mapped = getattr(address, "ipv4_mapped", None)
     return address.is_loopback or (mapped is not None and mapped.is_loopback)
-
-
-def proxy_for(scheme: str, host: str) -> str | None:
-    """The proxy for ``scheme://host`` from the environment now (see ``ProxySettings``); for the
-    transfer loop, so that libcurl is told the same choice the API plane makes."""
-    return ProxySettings.from_environment().proxy_for(scheme, host)
 
 
 def _without_userinfo(url: str) -> str:

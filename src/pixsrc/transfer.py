@@ -40,6 +40,7 @@ from pixsrc.api import (
     ca_paths,
     default_policy,
     retry_after_seconds,
+    safe_url,
 )
 from pixsrc.errors import AuthRequired, SourceUnavailable
 from pixsrc.types import Hasher, Transfer, TransferError, new_hasher
@@ -518,7 +519,7 @@ class TransferLoop:
             verdict = _default_verdict(status, attempt.headers)
         if status == 401 and transfer.auth is not None and not verdict.auth:
             if state.refreshed:
-                raise AuthRequired(f"the server refused the credential (HTTP 401) for {_short(transfer.url)}",
+                raise AuthRequired(f"the server refused the credential (HTTP 401) for {safe_url(transfer.url)}",
                                    hint=self.auth_hint)
             state.refreshed = True
             transfer.auth.unauthorized(attempt.sent_headers)  # raises AuthRequired if it cannot
@@ -620,12 +621,6 @@ def _wire_url(url: str) -> str:
         raise ValueError(f"invalid URL: {exc}") from None
 
 
-def _short(url: str) -> str:
-    from pixsrc.api import safe_url
-
-    return safe_url(url)
-
-
 def hash_file(path: Path | str, algorithm: str = "sha256") -> str:
     digest = new_hasher(algorithm)
     with open(path, "rb") as handle:
@@ -633,7 +628,4 @@ def hash_file(path: Path | str, algorithm: str = "sha256") -> str:
             digest.update(chunk)
     return digest.hexdigest()
 
-
-def os_error(exc: OSError) -> str:
-    return f"{exc.strerror or type(exc).__name__}" + (f": {exc.filename}" if exc.filename else "")
 

@@ -7,7 +7,6 @@ whose engine moves the bytes.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import socket
@@ -20,14 +19,15 @@ from typing import Any
 import pytest
 from fakes.dropbox import DropboxFake, content_hash
 from support.cli import run, run_subprocess
+from support.controllers import FAST, FakeBearer, FastContext
 
 from pixsrc import oauth, tokens
-from pixsrc.api import Api, Cancelled, RateLimit, RetryPolicy
+from pixsrc.api import Cancelled, RetryPolicy
 from pixsrc.errors import AuthRequired, SourceUnavailable
 from pixsrc.sources import dropbox
 from pixsrc.sources.dropbox import CONTENT_HASH, PROVIDER, SOURCE_TYPE, DropboxContentHasher, DropboxController
 from pixsrc.testing import check_controller, context_for, fetch_transfer
-from pixsrc.types import HASHERS, Asset, SourceContext, Transfer, TransferError, new_hasher
+from pixsrc.types import HASHERS, Asset, Transfer, TransferError, new_hasher
 
 FAKE_BROWSER = Path(__file__).resolve().parent.parent / "support" / "fake_browser.py"
 SCOPES = ("files.metadata.read", "files.content.read")
@@ -53,22 +53,6 @@ def dbx():
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's retry policy backs off in milliseconds (PIXSRC_RETRY_BASE, read once by pixsrc.api)."""
     monkeypatch.setenv("PIXSRC_RETRY_BASE", "0.001")
-
-
-FAST = RetryPolicy(base=0.001, cap=0.01, deadline=30)
-
-
-@dataclasses.dataclass
-class FastContext(SourceContext):
-    """Its Api backs off in milliseconds (the retry logic runs, the test does not wait), unless the
-    test gives its own ``policy``."""
-
-    policy: RetryPolicy = FAST
-
-    def api(self, **options: Any) -> Api:
-        options.setdefault("policy", self.policy)
-        options.setdefault("limit", RateLimit(16))  # generous, and independent of pixsrc.oauth's settings
-        return super().api(**options)
 
 
 def attempt(transfer: Transfer, offset: int = 0) -> tuple[int, bytes, TransferError | None]:
@@ -432,27 +416,11 @@ def test_garbage_download_errors_fail_the_asset_not_the_program(dbx: DropboxFake
 # -- controller level: listing, rate limits, transfers, garbage -------------------------------------
 
 
-class StaticAuth:
-    """Bearer auth for controller tests; asks the fake for a new token after a 401 (like a refresh)."""
-
-    def __init__(self, dbx: DropboxFake) -> None:
-        self.dbx = dbx
-        self.token = dbx.issue_token()
-        self.refreshes = 0
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def unauthorized(self, sent_headers: Any) -> None:
-        self.refreshes += 1
-        self.token = self.dbx.issue_token()
-
-
 def make_controller(dbx: DropboxFake, config: dict, warn=lambda message: None,  # noqa: ANN001
-                    policy: RetryPolicy = FAST, auth: StaticAuth | None = None) -> DropboxController:
+                    policy: RetryPolicy = FAST, auth: FakeBearer | None = None) -> DropboxController:
     base = context_for(SOURCE_TYPE, config)
     settings = oauth.settings_for(PROVIDER, providers_table(dbx, 1))
-    context = FastContext(base.source_id, base.source_name, base.config, auth=auth or StaticAuth(dbx),
+    context = FastContext(base.source_id, base.source_name, base.config, auth=auth or FakeBearer(dbx.issue_token),
                           provider=settings, warn=warn, policy=policy)
     controller = SOURCE_TYPE.factory(context)
     assert isinstance(controller, DropboxController)
@@ -485,7 +453,7 @@ def test_listing_pages_resets_and_refreshes(dbx: DropboxFake, monkeypatch: pytes
                       path="/2/files/list_folder/continue", when=lambda req: continues[0] == 4)
     dbx.api.fail_next(503, "upstream unavailable", path="/2/files/list_folder")  # an idempotent POST: resent
     warnings: list[str] = []
-    auth = StaticAuth(dbx)
+    auth = FakeBearer(dbx.issue_token)
     assets = listing(dbx, {"path": "/photos"}, warn=warnings.append, auth=auth)
     assert sorted(a.path for a in assets) == sorted(p.removeprefix("/Photos/") for p in files)
     assert all(a.checksum is not None and a.checksum.algorithm == CONTENT_HASH for a in assets)
@@ -553,7 +521,7 @@ def test_a_retry_after_only_in_the_json_body_is_honoured(dbx: DropboxFake, retry
 
 def test_transfer_is_the_download_post_with_an_ascii_header(dbx: DropboxFake) -> None:
     populate(dbx, PHOTOS)
-    auth = StaticAuth(dbx)
+    auth = FakeBearer(dbx.issue_token)
     controller = make_controller(dbx, {"path": "/Photos"}, auth=auth)
     assets = {a.path: a for a in controller.list_assets()}
     unicode_path = "\u00dcml\u00e4ut/gr\u00fcn \U0001f33f #1.jpg"

@@ -22,13 +22,13 @@ import httpx
 import pytest
 from fakes.google_drive import DriveFake, Request, google_error, json_response
 from support.cli import run, run_subprocess
+from support.controllers import FAST, FakeBearer, FastContext
 
 from pixsrc import oauth
-from pixsrc.api import Api, RateLimit, RetryPolicy
 from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
 from pixsrc.sources.google_drive import PROVIDER, SNAPSHOT_KEY, SOURCE_TYPE, GoogleDriveController, Snapshot
 from pixsrc.testing import check_controller, fetch_transfer
-from pixsrc.types import Asset, MemoryCache, SourceContext, Transfer, TransferError
+from pixsrc.types import Asset, MemoryCache, Transfer, TransferError
 
 FAKE_BROWSER = Path(__file__).resolve().parent.parent / "support" / "fake_browser.py"
 JPEG = b"\xff\xd8\xff\xe0 jpeg "
@@ -36,22 +36,6 @@ PNG = b"\x89PNG\r\n\x1a\n png "
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-class StaticAuth:
-    """Bearer auth for controller tests; asks the fake for a new token after a 401 (like a refresh)."""
-
-    def __init__(self, drive: DriveFake) -> None:
-        self.drive = drive
-        self.token = drive.issue_token()
-        self.refreshes = 0
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def unauthorized(self, sent: Any) -> None:
-        self.refreshes += 1
-        self.token = self.drive.issue_token()
 
 
 def _about(drive: DriveFake):  # noqa: ANN202
@@ -76,18 +60,6 @@ def drive() -> Iterator[DriveFake]:
         assert fake.violations == []
 
 
-FAST = RetryPolicy(base=0.001, cap=0.01, deadline=30)
-
-
-class FastContext(SourceContext):
-    """Its Api backs off in milliseconds: the retry logic runs, the test does not wait."""
-
-    def api(self, **options: Any) -> Api:
-        options.setdefault("policy", FAST)
-        options.setdefault("limit", RateLimit(16))  # generous, and independent of pixsrc.oauth's settings
-        return super().api(**options)
-
-
 def attempt(transfer: Transfer, offset: int = 0) -> tuple[int, bytes, TransferError | None]:
     """Perform ``transfer`` once as the engine would (pixsrc.testing.fetch_transfer: libcurl, its auth,
     one refresh after a 401), without the engine's retries and resume logic (tested end to end): the
@@ -106,7 +78,7 @@ class Ctx:
         self.drive = drive
         self.config = config
         self.cache = MemoryCache()
-        self.auth = StaticAuth(drive)
+        self.auth = FakeBearer(drive.issue_token)
         self.warnings: list[str] = []
         self.settings = oauth.settings_for(PROVIDER, {"google": {
             "client_id": drive.oauth.client_id, "api_base_url": drive.base_url,

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from fakes.pinterest import PinterestFake
 from support.cli import run, run_subprocess
+from support.controllers import FastContext
 
 from pixsrc import oauth, tokens
 from pixsrc.api import RetryPolicy
@@ -28,7 +29,7 @@ from pixsrc.sources import pinterest
 from pixsrc.state import State
 from pixsrc.sync import Options, SyncRun
 from pixsrc.testing import check_controller
-from pixsrc.types import Asset, SourceContext, Transfer
+from pixsrc.types import Asset, Transfer
 
 FAKE_BROWSER = Path(__file__).resolve().parents[1] / "support" / "fake_browser.py"
 SID = "pins"
@@ -65,17 +66,6 @@ class RecordingPolicy(RetryPolicy):
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         self.attempts.append(attempt)
         return 0.0
-
-
-@dataclasses.dataclass
-class FastContext(SourceContext):
-    """A SourceContext whose Api waits no time between retries (the retry logic itself still runs)."""
-
-    policy: RetryPolicy = dataclasses.field(default_factory=RecordingPolicy)
-
-    def api(self, **options: Any) -> Any:
-        options.setdefault("policy", self.policy)
-        return super().api(**options)
 
 
 def write_config(config_file: Path, fake: PinterestFake, port: int | None = None) -> None:
@@ -308,7 +298,7 @@ def controller(fake: PinterestFake, scopes: list[str] | None = None, warnings: l
     model = pinterest.SOURCE_TYPE.validate(config, "sources.t.config")
     context = FastContext("t", "t", model, auth=StaticAuth(fake.issue_token(scopes), ",".join(scopes)),
                           provider=settings, warn=(warnings.append if warnings is not None else lambda m: None),
-                          policy=policy or RecordingPolicy())
+                          policy=policy or RecordingPolicy(), api_limit=None)
     return pinterest.PinterestController(context)
 
 
@@ -461,8 +451,9 @@ def test_token_expiring_mid_listing_refreshes_and_stores_the_rotated_token(
     assert pin.violations == []
 
 
-def test_truncated_image_resumes_with_a_range_request(pin: PinterestFake, config_file: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def _signed_in_with_a_big_pin(pin: PinterestFake, config_file: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> tuple[str, bytes]:
+    """A source signed in to a fake with one board holding one 400 KB pin: (pin id, its image)."""
     board = pin.add_board("Big")
     data = jpeg("large image", 400_000)
     pid = pin.add_pin(board, image=data)
@@ -470,6 +461,12 @@ def test_truncated_image_resumes_with_a_range_request(pin: PinterestFake, config
     monkeypatch.setenv("PIXSRC_PINTEREST_CLIENT_SECRET", pin.oauth.client_secret)
     add_source()
     sign_in_directly(pin)
+    return pid, data
+
+
+def test_truncated_image_resumes_with_a_range_request(pin: PinterestFake, config_file: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    pid, data = _signed_in_with_a_big_pin(pin, config_file, monkeypatch)
     pin.truncate_next(path="/media/1200x/*")
     pin.fail_next(502, b"bad gateway", path="/media/1200x/*", when=lambda r: "range" in r.headers)
     report = fetch(tmp_path / "d")
@@ -485,13 +482,7 @@ def test_truncated_image_resumes_with_a_range_request(pin: PinterestFake, config
 
 def test_a_206_with_the_wrong_content_range_restarts_cleanly(pin: PinterestFake, config_file: Path,
                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    board = pin.add_board("Big")
-    data = jpeg("large image", 400_000)
-    pid = pin.add_pin(board, image=data)
-    write_config(config_file, pin)
-    monkeypatch.setenv("PIXSRC_PINTEREST_CLIENT_SECRET", pin.oauth.client_secret)
-    add_source()
-    sign_in_directly(pin)
+    pid, data = _signed_in_with_a_big_pin(pin, config_file, monkeypatch)
     pin.truncate_next(path="/media/1200x/*")  # the first GET is cut at half: the engine resumes...
     pin.wrong_range_next(start=7, path="/media/1200x/*")  # ...and gets bytes 7- instead of what it asked
     report = fetch(tmp_path / "d")
