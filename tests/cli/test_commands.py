@@ -421,3 +421,13 @@ def test_dest_on_the_command_line_beats_the_sources_own_dest(config_file: Path, 
     assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["inbox", "plain"]
     ok("fetch", "inbox")  # without the flag the source's own dest is used
     assert files_under(own) == SAMPLE_IMAGES
+
+
+def test_a_default_name_that_is_taken_becomes_free(config_file: Path) -> None:
+    """Two sources of one type, neither with --name: the second is not refused for the first's default name."""
+    ok("add", "local-fs", "--set", f"path={SAMPLES}")
+    ok("add", "local-fs", "--set", f"path={SAMPLES}")
+    ok("add", "local-fs", "--id", "third", "--set", f"path={SAMPLES}")
+    rows = {row["id"]: row["name"] for row in json.loads(ok("list", "--json").stdout)}
+    assert sorted(rows.values()) == ["Local folder", "Local folder 2", "third"]
+    assert run("add", "local-fs", "--name", "third", "--set", f"path={SAMPLES}").exit_code == 2  # a chosen one is not

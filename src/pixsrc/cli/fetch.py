@@ -125,8 +125,8 @@ def _fetch(cfg: Config, sources: list[Source], dest: str | None, dry_run: bool, 
                                           on_outcome=on_outcome, on_bytes=progress.advance_bytes if progress else None,
                                           on_plan=progress.plan if progress else None)
         reports.append(report)
-        if reason:
-            say(f"error: {source.id}: {reason}")
+        if reason:  # controllers name their source too: say it once
+            say(f"error: {source.id}: {reason.removeprefix(f'{source.id}: ')}")
         elif report.kept:  # exit 5 even with -q: a cron log must say why nothing was pruned
             say(f"warning: {source.id}: {report.message}")
         if not reason and (empty := empty_warning(source, report.found, report.listed, include, exclude)):

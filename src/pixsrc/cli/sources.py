@@ -190,14 +190,20 @@ def register(app: typer.Typer) -> None:
         secret = _ask_api_key(stype) if interactive and stype.auth.kind == "api-key" else None
         token_set = _oauth_step(ctx, stype, config) if interactive and stype.auth.kind == "oauth2" else None
         if interactive and name is None:
-            name = typer.prompt("Name for this source", default=stype.name)
-        name = (name or stype.name).strip()
+            name = typer.prompt("Name for this source", default=source_id or stype.name)
+        chosen = name is not None  # a name the user gave must be free; a default is made free
+        name = (name or source_id or stype.name).strip()
         if not name:
             raise UsageError("--name must not be empty")
         path = app_state(ctx).config_path
         with edit_config(path) as cfg:
-            if any(s.name.casefold() == name.casefold() for s in cfg.sources.values()):
+            taken = {s.name.casefold() for s in cfg.sources.values()}
+            if name.casefold() in taken and chosen:
                 raise UsageError(f"a source is already named {name!r}", hint="pick another --name")
+            base, n = name, 1
+            while name.casefold() in taken:  # "Local folder" is taken: "Local folder 2"
+                n += 1
+                name = f"{base} {n}"
             if source_id is None:
                 source_id = cfg.unique_id(name)
             elif source_id in cfg.sources:

@@ -219,6 +219,7 @@ class DropboxController:
         self.content_url = ((provider.content_base_url if provider is not None else None) or CONTENT_BASE).rstrip("/")
         self.http = context.api()
         self.http.client.event_hooks["response"].append(_hint_from_body)
+        self.requests = 0  # RPC calls made by this controller (the Api's own retries not included)
 
     # -- RPC ----------------------------------------------------------------------------------------
 
@@ -236,6 +237,7 @@ class DropboxController:
     def _rpc(self, route: str, args: dict[str, Any], model: type[_Doc]) -> _Doc:
         """An RPC call for the listing: JSON in, JSON out (providers.md 2.4: Content-Type application/json).
         Idempotent: these routes only read, so a POST lost on the way may be sent again."""
+        self.requests += 1
         try:
             response = self.http.post(f"{self.api_url}/2/{route}", content=json.dumps(args).encode(),
                                       headers={"Content-Type": "application/json"}, idempotent=True)

@@ -28,6 +28,7 @@ import base64
 import dataclasses
 import json
 import posixpath
+import threading
 import time
 import unicodedata
 import zlib
@@ -349,6 +350,8 @@ class GoogleDriveController:
         self.base = f"{base}/drive/v3"
         self.api = context.api(retry_when=_rate_limited, headers={"Accept": "application/json"})
         self.jobs = max(1, min(FOLDER_WORKERS, context.jobs))
+        self.requests = 0  # API calls made by the listing (the Api's own retries not included)
+        self._count_lock = threading.Lock()
         self._stop: str | None = None  # set once a daily quota is exhausted: no more downloads this run
         shared = self.config.shared_drive_id.strip()
         self.drive_id = shared or None
@@ -368,6 +371,8 @@ class GoogleDriveController:
         SourceUnavailable or AuthRequired naming ``endpoint`` (e.g. ``files.list``), except the two the
         caller asks to handle: a refused ``token_param`` (_TokenRejected) and, with ``missing_ok``, a
         404 (_NotFound)."""
+        with self._count_lock:
+            self.requests += 1
         try:
             response = self.api.get(self._url(path, params))
         except ApiError as exc:
