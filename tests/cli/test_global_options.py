@@ -67,12 +67,21 @@ def test_debug_after_the_command_shows_the_traceback(other: Path) -> None:
     other.write_text("not = [valid")
     plain = run("list", "--config", str(other))
     assert plain.exit_code == 2 and "Traceback" not in plain.stderr
-    from pixsrc.cli import common
+    from pixsrc.cli.app import app
+    from pixsrc.cli.common import handle_errors
 
-    run("list", "--config", str(other), "--debug")
-    assert common.DEBUG is True
-    run("list", "--config", str(other))
-    assert common.DEBUG is False  # the next invocation (same process) starts without it
+    @handle_errors
+    def crash() -> None:
+        raise RuntimeError("a bug")
+
+    app.command("crash")(crash)
+    try:
+        debug = run("crash", "--debug")
+        assert debug.exit_code == 1 and "Traceback" in debug.stderr and "RuntimeError: a bug" in debug.stderr
+        plain = run("crash")  # the next invocation (same process) starts without it
+        assert plain.exit_code == 1 and "Traceback" not in plain.stderr and "--debug" in plain.stderr
+    finally:
+        app.registered_commands.pop()
 
 
 def test_help_of_every_command_lists_the_global_options() -> None:

@@ -25,9 +25,13 @@ def _set_config(ctx: typer.Context, _param: Any, value: str | None) -> None:
 
 
 def _set_debug(ctx: typer.Context, _param: Any, value: bool) -> None:
-    # the root always parses first: it resets what an earlier in-process run left, a command's flag adds to it
-    if value or ctx.parent is None:
-        common.DEBUG = common.app_state(ctx).debug = value
+    if value:  # given before or after the command: either turns it on
+        common.app_state(ctx).debug = True
+
+
+def _set_quiet(ctx: typer.Context, _param: Any, value: bool) -> None:
+    if value:
+        common.app_state(ctx).quiet = True
 
 
 def _version(_ctx: typer.Context, _param: Any, value: bool) -> None:
@@ -44,6 +48,9 @@ def global_options() -> list[TyperOption]:
                     help="Sources file (default: $PIXSRC_CONFIG, then the user config dir)."),
         TyperOption(param_decls=["--debug"], is_flag=True, default=False, callback=_set_debug,
                     expose_value=False, rich_help_panel=GLOBAL_PANEL, help="Show tracebacks of internal errors."),
+        TyperOption(param_decls=["--quiet", "-q"], is_flag=True, default=False, callback=_set_quiet,
+                    expose_value=False, rich_help_panel=GLOBAL_PANEL,
+                    help="Only warnings and errors on stderr (data on stdout is unchanged)."),
         TyperOption(param_decls=["--version"], is_flag=True, default=False, callback=_version, is_eager=True,
                     expose_value=False, rich_help_panel=GLOBAL_PANEL, help="Print the version and exit."),
     ]

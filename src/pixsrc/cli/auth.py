@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pixsrc.cli.common import app_state, handle_errors, is_interactive, print_json, say
+from pixsrc.cli.common import app_state, handle_errors, is_interactive, print_json, say, warn
 from pixsrc.errors import UsageError
 
 if TYPE_CHECKING:
@@ -174,14 +174,14 @@ def logout(
             try:
                 token_set = oauth.TokenSet.parse(credential.value)
             except AuthRequired as exc:
-                say(f"not revoked: {exc.message}")
+                warn(f"not revoked: {exc.message}")
             else:
                 say(oauth.revoke(oauth.settings_for(stype.auth.oauth, cfg.providers()), token_set))
     removed = tokens.delete(source.id)
     say(f"deleted the credential of {source.id!r} from {', '.join(removed)}" if removed
         else f"no stored credential for {source.id!r}")
     if tokens.env_var(source.id) in os.environ:
-        say(f"note: {tokens.env_var(source.id)} is still set in this environment")
+        warn(f"note: {tokens.env_var(source.id)} is still set in this environment")
 
 
 @app.command(epilog="Example: printf %s \"$SECRET\" | pixsrc auth client pinterest --secret-stdin")
@@ -226,7 +226,7 @@ def export(ctx: typer.Context, source_ref: SourceArg) -> None:
     if credential is None:
         raise UsageError(f"{source.id!r} is not signed in", hint=f"run: pixsrc auth login {source.id}")
     bundle = oauth.TokenSet.parse(credential.value).to_bundle()
-    say(f"warning: this grants access to {source.name}; store it only as a CI secret named "
+    warn(f"warning: this grants access to {source.name}; store it only as a CI secret named "
         f"{tokens.env_var(source.id)}")
     print(bundle)
 

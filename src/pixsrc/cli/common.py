@@ -18,7 +18,6 @@ import typer
 
 from pixsrc.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, PixsrcError
 
-DEBUG = False  # set by the global --debug option
 # 128 + SIGPIPE: what the shell reports for git, cat or rclone when the reader of their output is gone,
 # so `set -o pipefail` scripts see pixsrc the same way as every other tool
 EXIT_CLOSED_PIPE = 141
@@ -28,8 +27,11 @@ R = TypeVar("R")
 
 @dataclass
 class AppState:
+    """What the global options set, kept on the root Click context of the running command."""
+
     config_override: str | None = None
     debug: bool = False
+    quiet: bool = False
 
     @property
     def config_path(self) -> Path:
@@ -45,8 +47,26 @@ def app_state(ctx: typer.Context) -> AppState:
     return root.obj
 
 
+def current_state() -> AppState:
+    """The running command's state (defaults when called outside a command, e.g. from a test)."""
+    import importlib
+
+    try:  # Typer 0.28 vendors Click; older Typers use the real one
+        click_globals = importlib.import_module("typer._click.globals")
+    except ImportError:  # pragma: no cover
+        click_globals = importlib.import_module("click.globals")
+    ctx = click_globals.get_current_context(silent=True)
+    return app_state(ctx) if ctx is not None else AppState()
+
+
 def say(message: str) -> None:
-    """A message for the person (stderr), with anything secret masked."""
+    """A progress or result message for the person (stderr), secrets masked; `-q` silences it."""
+    if not current_state().quiet:
+        warn(message)
+
+
+def warn(message: str) -> None:
+    """A warning or error for stderr that `-q` keeps: a cron log must show it."""
     from pixsrc.redact import redact
 
     print(redact(message), file=sys.stderr)
@@ -108,9 +128,9 @@ def end_on_closed_output() -> int:
 
 
 def fail(exc: PixsrcError) -> typer.Exit:
-    say(f"error: {exc.message}")
+    warn(f"error: {exc.message}")
     if exc.hint:
-        say(f"  hint: {exc.hint}")
+        warn(f"  hint: {exc.hint}")
     return typer.Exit(exc.exit_code)
 
 
@@ -129,23 +149,24 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except PixsrcError as exc:
             raise fail(exc) from None
         except KeyboardInterrupt:
-            say("interrupted")
+            warn("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except typer.Abort:  # raised by typer.prompt/confirm on 'no', Ctrl-C and Ctrl-D
-            say("cancelled")
+            warn("cancelled")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except typer.Exit:
             raise
         except Exception as exc:
             if isinstance(exc, BrokenPipeError) and closed_outputs():
                 raise typer.Exit(end_on_closed_output()) from None
-            if DEBUG:  # the traceback goes through the same redaction as every other message
+            debug = current_state().debug
+            if debug:  # the traceback goes through the same redaction as every other message
                 import traceback
 
-                say(traceback.format_exc().rstrip())
-            say(f"internal error: {type(exc).__name__}: {exc}")
-            if not DEBUG:
-                say("  hint: run again with --debug for the traceback, and report it")
+                warn(traceback.format_exc().rstrip())
+            warn(f"internal error: {type(exc).__name__}: {exc}")
+            if not debug:
+                warn("  hint: run again with --debug for the traceback, and report it")
             raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pixsrc.cli.common import app_state, handle_errors, print_json, say
+from pixsrc.cli.common import app_state, handle_errors, print_json, say, warn
 
 if TYPE_CHECKING:
     from pixsrc.config import Config, Source
@@ -53,12 +53,13 @@ def register(app: typer.Typer) -> None:
         force: Annotated[bool, typer.Option("--force", help="Replace files changed locally.")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="Wait for another fetch of a source to end.")] = False,
         json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
     ) -> None:
         """Download new and changed assets (or --list them). Re-runs fetch only what changed."""
         from pixsrc.config import load_config
         from pixsrc.fetch import select_sources
         from pixsrc.paths import check_globs
+
+        quiet = app_state(ctx).quiet
 
         # one syntax with the config's lists: split on commas outside {...}, checked before any listing
         include, exclude = check_globs(include or [], "--include"), check_globs(exclude or [], "--exclude")
@@ -82,10 +83,10 @@ def _list(sources: list[Source], include: list[str], exclude: list[str], json_ou
         source_type(source)
     out = sys.stdout
     for source in sources:
-        def warn(message: str, source_id: str = source.id) -> None:
-            say(f"warning: {source_id}: {message}")
+        def warn_about(message: str, source_id: str = source.id) -> None:
+            warn(f"warning: {source_id}: {message}")
 
-        for asset in list_assets(source, include, exclude, providers, warn=warn):
+        for asset in list_assets(source, include, exclude, providers, warn=warn_about):
             path = sanitize_path(asset.path)
             if json_out:
                 out.write(json.dumps({
@@ -126,18 +127,18 @@ def _fetch(cfg: Config, sources: list[Source], dest: str | None, dry_run: bool, 
                                           on_plan=progress.plan if progress else None)
         reports.append(report)
         if reason:  # controllers name their source too: say it once
-            say(f"error: {source.id}: {reason.removeprefix(f'{source.id}: ')}")
+            warn(f"error: {source.id}: {reason.removeprefix(f'{source.id}: ')}")
         elif report.kept:  # exit 5 even with -q: a cron log must say why nothing was pruned
-            say(f"warning: {source.id}: {report.message}")
+            warn(f"warning: {source.id}: {report.message}")
         if not reason and (empty := empty_warning(source, report.found, report.listed, include, exclude)):
-            say(f"warning: {source.id}: {empty}")  # even with -q: a cron log must say why nothing came
+            warn(f"warning: {source.id}: {empty}")  # even with -q: a cron log must say why nothing came
         if not quiet:
             say(_summary(report, options.dest))
         if not quiet or report.failed:
             for error in report.errors[:20]:
-                say(f"  {error['path']}: {error['error']}")
+                warn(f"  {error['path']}: {error['error']}")
             if len(report.errors) > 20:
-                say(f"  ... and {len(report.errors) - 20} more (see --json)")
+                warn(f"  ... and {len(report.errors) - 20} more (see --json)")
         if report.status == "interrupted":
             break
     if json_out:

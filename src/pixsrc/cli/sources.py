@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pixsrc.cli.common import app_state, choose, handle_errors, is_interactive, print_json, print_table, say
+from pixsrc.cli.common import app_state, choose, handle_errors, is_interactive, print_json, print_table, say, warn
 from pixsrc.errors import UsageError
 
 if TYPE_CHECKING:
@@ -405,7 +405,7 @@ def register(app: typer.Typer) -> None:
                 for where in tokens.delete(source.id):
                     say(f"deleted its credential from {where}")
             except AuthRequired as exc:
-                say(f"warning: could not delete its credential: {exc.message}")
+                warn(f"warning: could not delete its credential: {exc.message}")
         db = state_dir() / "state.db"
         if db.exists():
             from pixsrc.state import State

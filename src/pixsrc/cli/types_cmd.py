@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from pixsrc.cli.common import handle_errors, print_json, print_table, say
+from pixsrc.cli.common import handle_errors, print_json, print_table, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -42,4 +42,4 @@ def register(app: typer.Typer) -> None:
             print_table(["TYPE", "NAME", "CATEGORY", "AUTH", "DESCRIPTION"],
                         [[t.id, t.name, t.category, t.auth.kind, t.description] for t in types])
         for problem in problems:
-            say(f"warning: type {problem.type_id!r} ({problem.origin}) {problem.error}")
+            warn(f"warning: type {problem.type_id!r} ({problem.origin}) {problem.error}")
