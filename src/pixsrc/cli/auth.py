@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pixsrc.cli.common import app_state, handle_errors, is_interactive, print_json, say, warn
+from pixsrc.cli.common import handle_errors, is_interactive, load, print_json, say, warn
 from pixsrc.errors import UsageError
 
 if TYPE_CHECKING:
@@ -21,12 +21,6 @@ app = typer.Typer(help="Sign sources in and out; credentials live in the OS keyr
 SourceArg = Annotated[str, typer.Argument(metavar="SOURCE", help="Id or name.")]
 StoreOption = Annotated[str | None, typer.Option("--store", metavar="keyring|file",
                                                  help="Where to keep it (file: mode-0600 file in the state dir).")]
-
-
-def _load(ctx: typer.Context) -> Config:
-    from pixsrc.config import load_config
-
-    return load_config(app_state(ctx).config_path)
 
 
 def _source_and_type(cfg: Config, ref: str) -> tuple[Source, SourceType]:
@@ -93,7 +87,7 @@ def login(
     from pixsrc import redact, tokens
 
     _check_store(store)
-    cfg = _load(ctx)
+    cfg = load(ctx)
     source, stype = _source_and_type(cfg, source_ref)
     kind = stype.auth.kind
     if kind == "none":
@@ -132,7 +126,7 @@ def status(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Per source: the auth kind, where the credential is, scopes and expiry (never a token)."""
-    cfg = _load(ctx)
+    cfg = load(ctx)
     sources = [cfg.find(source_ref)] if source_ref else list(cfg.sources.values())
     rows = [_status_row(source) for source in sources]
     if json_out:
@@ -163,7 +157,7 @@ def logout(
     from pixsrc import oauth, tokens
     from pixsrc.errors import AuthRequired
 
-    cfg = _load(ctx)
+    cfg = load(ctx)
     source, stype = _source_and_type(cfg, source_ref)
     if stype.auth.kind == "oauth2" and stype.auth.oauth is not None and not keep_remote:
         try:
@@ -219,7 +213,7 @@ def export(ctx: typer.Context, source_ref: SourceArg) -> None:
     """Print a bundle for CI (PIXSRC_AUTH_<ID>): it is a password, treat it as one."""
     from pixsrc import oauth, tokens
 
-    source, stype = _source_and_type(_load(ctx), source_ref)
+    source, stype = _source_and_type(load(ctx), source_ref)
     if stype.auth.kind != "oauth2":
         raise UsageError(f"{source.id!r} uses {stype.auth.kind}; set {tokens.env_var(source.id)} to the key itself")
     credential = tokens.get(source.id)
@@ -238,7 +232,7 @@ def import_(ctx: typer.Context, source_ref: SourceArg, store: StoreOption = None
     from pixsrc import oauth, tokens
 
     _check_store(store)
-    source, stype = _source_and_type(_load(ctx), source_ref)
+    source, stype = _source_and_type(load(ctx), source_ref)
     if stype.auth.kind != "oauth2" or stype.auth.oauth is None:
         raise UsageError(f"{source.id!r} does not use OAuth")
     token_set = oauth.TokenSet.parse(sys.stdin.read())

@@ -12,11 +12,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
 
 from pixsrc.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, PixsrcError
+
+if TYPE_CHECKING:
+    from pixsrc.config import Config
 
 # 128 + SIGPIPE: what the shell reports for git, cat or rclone when the reader of their output is gone,
 # so `set -o pipefail` scripts see pixsrc the same way as every other tool
@@ -45,6 +48,13 @@ def app_state(ctx: typer.Context) -> AppState:
     if not isinstance(root.obj, AppState):
         root.obj = AppState()
     return root.obj
+
+
+def load(ctx: typer.Context) -> Config:
+    """The config file this run uses (--config, $PIXSRC_CONFIG, or the default), parsed and checked."""
+    from pixsrc.config import load_config
+
+    return load_config(app_state(ctx).config_path)
 
 
 def current_state() -> AppState:
