@@ -2,12 +2,16 @@
 
 That package registers three entry points in ``pixsrc.source_types``: ``demo-pattern`` (a working
 type), ``broken-demo`` (its module raises ImportError) and ``local-fs`` (tries to replace a
-built-in). Install it with ``pip install -e tests/plugins/pixsrc-demo-plugin``.
+built-in). Install it with ``pip install tests/plugins/pixsrc-demo-plugin``. With the example plugin
+(``pip install ./examples/pixsrc-example-plugin``, the ``json-feed`` type) installed too, the tests
+here also check that every sample of docs/plugins.md is still real.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import struct
 import zlib
 from importlib.metadata import entry_points
@@ -16,7 +20,11 @@ from pathlib import Path
 import pytest
 from support.cli import run, run_subprocess
 
+from pixsrc import __version__, registry
+from pixsrc.errors import UsageError
 from pixsrc.registry import GROUP
+
+ROOT = Path(__file__).resolve().parent.parent
 
 _NAMES = {ep.name for ep in entry_points(group=GROUP)}
 pytestmark = pytest.mark.skipif(
@@ -163,3 +171,101 @@ def test_add_and_fetch_the_plugin_type(tmp_path: Path) -> None:
     third = run_subprocess("fetch", "tiles", "--dest", str(dest), "--json", "-q")
     assert json.loads(third.stdout)["sources"][0]["updated"] == 4
     assert (dest / "tile-003.png").read_bytes() == expected_png(3, 4, (255, 0, 0))
+
+
+# -- where each type comes from: `pixsrc types` names the distribution ---------------------------------
+
+
+def test_types_table_names_the_distribution_of_each_type() -> None:
+    result = run("types")
+    assert result.exit_code == 0
+    header, *lines = result.stdout.splitlines()
+    assert header.split() == ["TYPE", "NAME", "CATEGORY", "AUTH", "ORIGIN", "DESCRIPTION"]
+    rows = {line.split()[0]: line for line in lines}
+    for builtin in registry.BUILTINS:
+        assert "pixsrc (built-in)" in rows[builtin]
+    assert "pixsrc-demo-plugin 0.1.0" in rows["demo-pattern"]
+    assert "pixsrc-demo-plugin" not in rows["local-fs"]  # the hijack does not take the built-in's place
+    # the column starts at the same place on every row
+    column = header.index("ORIGIN")
+    assert rows["local-fs"][column:].startswith("pixsrc (built-in)")
+    assert rows["demo-pattern"][column:].startswith("pixsrc-demo-plugin 0.1.0")
+
+
+def test_types_json_has_a_stable_origin_object() -> None:
+    result = run_subprocess("types", "--json")
+    assert result.returncode == 0, result.stderr
+    origins = {t["id"]: t["origin"] for t in json.loads(result.stdout)}
+    assert origins["local-fs"] == {"builtin": True, "distribution": "pixsrc", "version": __version__}
+    assert origins["demo-pattern"] == {"builtin": False, "distribution": "pixsrc-demo-plugin", "version": "0.1.0"}
+    assert all(set(o) == {"builtin", "distribution", "version"} for o in origins.values())
+
+
+@pytest.mark.parametrize(("type_id", "label"), [("demo-pattern", "pixsrc-demo-plugin 0.1.0"),
+                                                ("local-fs", "pixsrc (built-in)")])
+def test_types_type_shows_its_origin(type_id: str, label: str) -> None:
+    shown = run("types", type_id)
+    assert shown.exit_code == 0
+    assert f"\n  origin: {label}\n" in shown.stdout
+    data = json.loads(run("types", type_id, "--json").stdout)
+    assert data[0]["origin"]["builtin"] is (type_id == "local-fs")
+
+
+def test_origin_of_an_entry_point_without_a_distribution() -> None:
+    from importlib.metadata import EntryPoint
+
+    made_by_hand = EntryPoint("hand-made", "somewhere:TYPE", GROUP)
+    origin = registry._plugin_origin(made_by_hand)
+    assert origin == registry.Origin(False, None, None)
+    assert origin.label == "unknown distribution"
+    assert registry._origin(made_by_hand) == "plugin somewhere:TYPE"
+
+
+def test_origin_of_an_unknown_type_suggests_one() -> None:
+    with pytest.raises(UsageError, match="unknown source type 'demo-patern'") as caught:
+        registry.origin("demo-patern")
+    assert caught.value.hint == "did you mean 'demo-pattern'? (see `pixsrc types`)"
+
+
+# -- docs/plugins.md: every code sample is real ---------------------------------------------------------
+
+DOC = ROOT / "docs" / "plugins.md"
+_BLOCK = re.compile(r"(?:<!-- (from|output): (.+?) -->\n)?```(\w+)\n(.*?)^```$", re.DOTALL | re.MULTILINE)
+
+
+def doc_blocks() -> list[tuple[str | None, str, str, str]]:
+    """(marker, what it names, language, text) of every fenced block of docs/plugins.md."""
+    return [(m[1], m[2], m[3], m[4]) for m in _BLOCK.finditer(DOC.read_text())]
+
+
+def test_every_code_sample_of_the_plugin_guide_is_in_the_file_it_names() -> None:
+    blocks = doc_blocks()
+    code = [b for b in blocks if b[2] in ("python", "toml")]
+    assert len(code) >= 10
+    for marker, where, language, text in code:
+        assert marker == "from", f"a {language} sample without <!-- from: FILE -->:\n{text}"
+        assert text in (ROOT / where).read_text(), f"not (or no longer) in {where}:\n{text}"
+    assert {b[2] for b in blocks} <= {"python", "toml", "console", "text"}
+
+
+@pytest.mark.skipif("json-feed" not in _NAMES,
+                    reason="the example plugin is not installed: pip install ./examples/pixsrc-example-plugin")
+def test_every_output_sample_of_the_plugin_guide_is_what_pixsrc_prints() -> None:
+    outputs = [(where, text) for marker, where, _, text in doc_blocks() if marker == "output"]
+    assert outputs
+    for command, text in outputs:
+        argv = shlex.split(command)
+        assert argv[0] == "pixsrc"
+        result = run(*argv[1:])
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout == text
+
+
+@pytest.mark.skipif("json-feed" not in _NAMES,
+                    reason="the example plugin is not installed: pip install ./examples/pixsrc-example-plugin")
+def test_the_example_plugin_is_listed_with_its_distribution() -> None:
+    result = run_subprocess("types", "--json")
+    found = {t["id"]: t for t in json.loads(result.stdout)}["json-feed"]
+    assert found["origin"] == {"builtin": False, "distribution": "pixsrc-json-feed", "version": "0.1.0"}
+    assert found["auth"] == {"kind": "api-key", "provider": None, "scopes": [], "required": False}
+    assert [f["key"] for f in found["fields"]] == ["url", "max_pages", "attachments", "banner_images"]

@@ -1,8 +1,9 @@
 """Where source types come from: a table of built-ins (imported lazily) and plugins.
 
 Plugins register a ``SourceType`` object under the entry-point group ``pixsrc.source_types``;
-the entry-point name is the type id. A plugin that fails to import is remembered as a problem
-(``pixsrc types`` shows it) and never breaks other commands; a plugin cannot replace a built-in.
+the entry-point name is the type id (see docs/plugins.md). A plugin that fails to import is
+remembered as a problem (``pixsrc types`` shows it) and never breaks other commands; a plugin cannot
+replace a built-in. ``origin()`` says which distribution (name and version) provides a type.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import difflib
 import importlib
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pixsrc.errors import UsageError
 
@@ -54,9 +55,56 @@ def is_installed(type_id: str) -> bool:
     return type_id in BUILTINS or type_id in _plugin_entry_points()
 
 
+def _unknown(type_id: str) -> UsageError:
+    return UsageError(f"unknown source type {type_id!r}", hint=suggest(type_id, known_ids(), "pixsrc types"))
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a type comes from: pixsrc itself, or the distribution (name, version) of a plugin.
+
+    ``distribution`` and ``version`` are None only for an entry point that belongs to no installed
+    distribution (one made by hand, never one pip installed).
+    """
+
+    builtin: bool
+    distribution: str | None
+    version: str | None
+
+    @property
+    def label(self) -> str:
+        if self.builtin:
+            return f"{self.distribution} (built-in)"
+        if self.distribution is None:
+            return "unknown distribution"
+        return f"{self.distribution} {self.version}"
+
+    def as_dict(self) -> dict[str, str | bool | None]:
+        return {"builtin": self.builtin, "distribution": self.distribution, "version": self.version}
+
+
+def _plugin_origin(ep: EntryPoint) -> Origin:
+    dist = ep.dist
+    if dist is None:
+        return Origin(False, None, None)
+    return Origin(False, dist.name, dist.version)
+
+
 def _origin(ep: EntryPoint) -> str:
-    dist = getattr(ep, "dist", None)
-    return f"plugin {dist.name} {dist.version}" if dist is not None else f"plugin {ep.value}"
+    """How messages name a plugin's entry point: its distribution, else the object it points to."""
+    found = _plugin_origin(ep)
+    return f"plugin {found.label}" if found.distribution is not None else f"plugin {ep.value}"
+
+
+def origin(type_id: str) -> Origin:
+    """Which distribution provides an installed type (a built-in wins over a plugin of the same id)."""
+    if type_id in BUILTINS:
+        from pixsrc import __version__
+
+        return Origin(True, "pixsrc", __version__)
+    if type_id not in _plugin_entry_points():
+        raise _unknown(type_id)
+    return _plugin_origin(_plugin_entry_points()[type_id])
 
 
 class TypeLoadError(UsageError):
@@ -91,7 +139,7 @@ def _load(type_id: str) -> SourceType:
 def get(type_id: str) -> SourceType:
     """Load one type by id; an unknown id suggests the closest known one."""
     if not is_installed(type_id):
-        raise UsageError(f"unknown source type {type_id!r}", hint=suggest(type_id, known_ids(), "pixsrc types"))
+        raise _unknown(type_id)
     return _load(type_id)
 
 
@@ -110,6 +158,28 @@ def load_all() -> tuple[list[SourceType], list[PluginProblem]]:
         except TypeLoadError as exc:
             problems.append(PluginProblem(type_id, origin, exc.reason))
     return types, problems
+
+
+@dataclass(frozen=True)
+class Installed:
+    """A loaded type and where it comes from: what `pixsrc types` shows."""
+
+    type: SourceType
+    origin: Origin
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.type.as_dict(), "origin": self.origin.as_dict()}
+
+
+def installed(type_id: str) -> Installed:
+    """One type (as ``get``) with its origin."""
+    return Installed(get(type_id), origin(type_id))
+
+
+def installed_all() -> tuple[list[Installed], list[PluginProblem]]:
+    """Every type that loads with its origin, and the problems (as ``load_all``)."""
+    types, problems = load_all()
+    return [Installed(t, origin(t.id)) for t in types], problems
 
 
 def suggest(word: str, choices: list[str], listing_command: str) -> str:
