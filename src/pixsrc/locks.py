@@ -79,6 +79,26 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
+def is_held(path: Path) -> bool:
+    """Whether a process holds the lock at ``path`` now (no file: no). The file is opened as
+    ``FileLock`` opens it, but never created, so an ``OSError`` means a run could not take it either.
+
+    There is no way to ask about a flock without taking it: a free lock is taken and released at
+    once, so a run that tries it without waiting in that instant finds it busy.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        if _lock(fd, blocking=False):
+            _unlock(fd)
+            return False
+        return True
+    finally:
+        os.close(fd)
+
+
 class FileLock:
     """``with FileLock(path):`` waits; ``FileLock(path).acquire(blocking=False)`` tells if it got it."""
 
