@@ -38,9 +38,10 @@ if TYPE_CHECKING:
     from pixsrc.api import Api, RateLimit
 
 REFRESH_SKEW = 60.0
-OVERRIDABLE = ("authorize_url", "token_url", "revoke_url", "api_base_url", "content_base_url", "issuer")
+OVERRIDABLE = ("authorize_url", "token_url", "revoke_url", "api_base_url", "content_base_url", "notify_base_url",
+               "issuer")
 PROVIDER_KEYS = {"client_id", "redirect_port", *OVERRIDABLE, "max_concurrency", "requests_per_second", "sends_iss",
-                 "allow_insecure"}
+                 "allow_insecure", "refresh_token_days"}
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -136,7 +137,8 @@ def settings_for(provider: OAuthProvider, providers_table: Mapping[str, Any]) ->
         raise ConfigError(f"{where}.sends_iss: must be true or false",
                           hint="true when the provider's metadata has authorization_response_iss_parameter_supported")
     _check_transport(provider, table, where)
-    for key, kind in (("max_concurrency", int), ("requests_per_second", int | float)):
+    for key, kind in (("max_concurrency", int), ("requests_per_second", int | float),
+                      ("refresh_token_days", int | float)):
         if key in table and (not isinstance(table[key], kind) or isinstance(table[key], bool) or table[key] <= 0):
             raise ConfigError(f"{where}.{key}: must be a positive number")
     port = table.get("redirect_port", provider.loopback_port)
@@ -144,6 +146,14 @@ def settings_for(provider: OAuthProvider, providers_table: Mapping[str, Any]) ->
         raise ConfigError(f"{where}.redirect_port: must be a port number")
     client_id = os.environ.get(f"PIXSRC_{provider.name.upper().replace('-', '_')}_CLIENT_ID") or table.get("client_id")
     return ProviderSettings(provider, client_id or None, port, table)
+
+
+def refresh_limit_days(provider: OAuthProvider, providers_table: Mapping[str, Any]) -> float | None:
+    """How many days a refresh token lasts: ``refresh_token_days`` in ``[providers.<name>]`` (e.g. 7 for
+    a Google app in "Testing" status, which the provider cannot be asked about), else the provider's.
+    Raises ConfigError for a bad provider table, as every use of it does."""
+    value = settings_for(provider, providers_table).extra.get("refresh_token_days", provider.refresh_token_days)
+    return float(value) if value else None
 
 
 def setup_steps(settings: ProviderSettings, source_id: str) -> str:
@@ -172,6 +182,8 @@ class TokenSet:
     token_type: str = "Bearer"
     obtained_at: float = 0.0
     refresh_obtained_at: float | None = None
+    refresh_expires_at: float | None = None
+    """When the provider said the refresh token ends (Pinterest's ``refresh_token_expires_in``)."""
 
     def __repr__(self) -> str:
         return f"TokenSet(provider={self.provider!r}, expires_at={self.expires_at!r}, scope={self.scope!r})"
@@ -189,9 +201,24 @@ class TokenSet:
         data = {k: v for k, v in asdict(self).items() if v is not None}
         return json.dumps({"v": 1, **data}, separators=(",", ":"))
 
+    def refresh_expiry(self, limit_days: float | None) -> float | None:
+        """When the refresh token stops working, where that is known: the provider's own word, else
+        ``limit_days`` after it was issued; None when it lasts until revoked (or its age is unknown)."""
+        if not self.refresh_token:
+            return None
+        if self.refresh_expires_at:
+            return self.refresh_expires_at
+        if limit_days and self.refresh_obtained_at:
+            return self.refresh_obtained_at + limit_days * 86400
+        return None
+
     def to_bundle(self) -> str:
-        """For CI: base64 JSON with what a run needs (no access token: it would go stale)."""
-        data = {"v": 1, "provider": self.provider, "refresh_token": self.refresh_token, "scope": self.scope}
+        """For CI: base64 JSON with what a run needs (no access token: it would go stale), and the
+        refresh token's dates, so `auth check` in CI can tell when it ends."""
+        data: dict[str, Any] = {"v": 1, "provider": self.provider, "refresh_token": self.refresh_token,
+                                "scope": self.scope}
+        data |= {key: value for key in ("refresh_obtained_at", "refresh_expires_at")
+                 if (value := getattr(self, key)) is not None}
         return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
 
     @classmethod
@@ -221,6 +248,8 @@ def _token_set(provider: str, answer: Mapping[str, Any], previous: TokenSet | No
     refresh = answer.get("refresh_token")
     rotated = isinstance(refresh, str) and bool(refresh)
     expires_in = answer.get("expires_in")
+    refresh_in = answer.get("refresh_token_expires_in")
+    refresh_in = refresh_in if isinstance(refresh_in, int | float) and not isinstance(refresh_in, bool) else None
     redact.register(access)
     redact.register(refresh if rotated else None)
     return TokenSet(
@@ -232,6 +261,8 @@ def _token_set(provider: str, answer: Mapping[str, Any], previous: TokenSet | No
         token_type=str(answer.get("token_type") or "Bearer"),
         obtained_at=now,
         refresh_obtained_at=now if rotated or previous is None else previous.refresh_obtained_at,
+        refresh_expires_at=(now + refresh_in if rotated and refresh_in else
+                            None if rotated or previous is None else previous.refresh_expires_at),
     )
 
 
@@ -704,13 +735,15 @@ def revoke(settings: ProviderSettings, token_set: TokenSet, *, api: Api | None =
     return f"{provider.display_name} answered HTTP {response.status_code} to the revocation; deleted locally anyway"
 
 
-def status(source_id: str, provider: OAuthProvider) -> dict[str, Any]:
-    """What ``auth status`` shows for an OAuth source: never a token."""
+def status(source_id: str, provider: OAuthProvider, refresh_days: float | None = None) -> dict[str, Any]:
+    """What ``auth status`` shows for an OAuth source: never a token. ``refresh_days``: the refresh
+    tokens' lifetime (``refresh_limit_days``); the provider's by default."""
     from pixsrc import tokens
 
     row: dict[str, Any] = {"kind": "oauth2", "provider": provider.name, "status": "missing", "stored_in": None,
                            "scopes": None, "access_expires_at": None, "refresh_token_age_days": None,
-                           "limit": provider.limits_note, "detail": f"run: pixsrc auth login {source_id}"}
+                           "refresh_expires_at": None, "limit": provider.limits_note,
+                           "detail": f"run: pixsrc auth login {source_id}"}
     try:
         credential = tokens.get(source_id)
     except AuthRequired as exc:
@@ -729,12 +762,18 @@ def status(source_id: str, provider: OAuthProvider) -> dict[str, Any]:
     row["status"] = "ok" if usable else "expired"
     row["scopes"] = token_set.scope.replace(",", " ").split() if token_set.scope else None
     if token_set.expires_at:
-        row["access_expires_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(token_set.expires_at))
+        row["access_expires_at"] = _iso(token_set.expires_at)
     if token_set.refresh_token and token_set.refresh_obtained_at:
-        age = (now - token_set.refresh_obtained_at) / 86400
-        row["refresh_token_age_days"] = round(age, 1)
-        if provider.refresh_token_days and age > provider.refresh_token_days:
+        row["refresh_token_age_days"] = round((now - token_set.refresh_obtained_at) / 86400, 1)
+    ends = token_set.refresh_expiry(refresh_days if refresh_days is not None else provider.refresh_token_days)
+    if ends is not None:
+        row["refresh_expires_at"] = _iso(ends)
+        if ends <= now:
             row["status"] = "expired"
-    if not usable:
+    if row["status"] == "expired":
         row["detail"] = f"run: pixsrc auth login {source_id}"
     return row
+
+
+def _iso(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +60,9 @@ def _no_keyring(source_id: str, reason: str) -> KeyringUnavailable:
 _hung: list[float] = []  # once the keyring timed out, later calls in this process fail at once
 
 
-def _keyring_call(source_id: str, call: Callable[[], T]) -> T:
-    timeout = float(os.environ.get("PIXSRC_KEYRING_TIMEOUT", "10"))
+def _keyring_call(source_id: str, call: Callable[[], T], timeout: float | None = None) -> T:
+    if timeout is None:  # `pixsrc doctor` passes its own, shorter deadline
+        timeout = float(os.environ.get("PIXSRC_KEYRING_TIMEOUT", "10"))
     if _hung:
         raise _no_keyring(source_id, f"the keyring did not answer within {_hung[0]:g} s (locked or hung?)")
     outcome: dict[str, object] = {}
@@ -136,11 +138,20 @@ def _index_path() -> Path:
     return state_dir() / "credentials-index.json"
 
 
-def _indexed(source_id: str) -> bool:
+def _meta_path() -> Path:
+    return state_dir() / "credentials-meta.json"
+
+
+def _read_json(path: Path) -> Any:
     try:
-        return source_id in json.loads(_index_path().read_text("utf-8"))
+        return json.loads(path.read_text("utf-8"))
     except (FileNotFoundError, ValueError):
-        return False
+        return None
+
+
+def _indexed(source_id: str) -> bool:
+    names = _read_json(_index_path())
+    return isinstance(names, list | dict) and source_id in names
 
 
 def _set_indexed(source_id: str, present: bool) -> None:
@@ -148,13 +159,35 @@ def _set_indexed(source_id: str, present: bool) -> None:
     that was never stored costs no keyring start-up (~80 ms) on every run."""
     path = _index_path()
     with FileLock(path.with_name(path.name + ".lock")):
-        try:
-            names = set(json.loads(path.read_text("utf-8")))
-        except (FileNotFoundError, ValueError):
-            names = set()
+        data = _read_json(path)
+        names = set(data) if isinstance(data, list | dict) else set()
         if (source_id in names) != present:
             (names.add if present else names.discard)(source_id)
             atomic_write(path, json.dumps(sorted(names)).encode(), mode=0o600)
+
+
+def stored_at(source_id: str) -> float | None:
+    """When pixsrc stored the source's credential (epoch seconds); None when it was stored by a
+    version that did not record it, or never."""
+    data = _read_json(_meta_path())
+    entry = data.get(source_id) if isinstance(data, dict) else None
+    value = entry.get("stored_at") if isinstance(entry, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _set_stored_at(source_id: str, when: float | None) -> None:
+    """Kept apart from the secrets (names and times only), so neither store's format changes."""
+    path = _meta_path()
+    with FileLock(path.with_name(path.name + ".lock")):
+        data = _read_json(path)
+        data = data if isinstance(data, dict) else {}
+        if when is None and source_id not in data:
+            return
+        if when is None:
+            data.pop(source_id)
+        else:
+            data[source_id] = {"stored_at": round(when, 3)}
+        atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode(), mode=0o600)
 
 
 def _read(value: str, stored_in: str) -> Credential:
@@ -180,28 +213,43 @@ def get(source_id: str, optional: bool = False) -> Credential | None:
 
 
 def put(source_id: str, value: str, store: Store | None = None) -> str:
-    """Store a credential; returns where it went."""
+    """Store a credential; returns where it went. Records when (see ``stored_at``)."""
     redact.register(value)  # a key typed or piped in a moment ago is as secret as one read back later
     if (store or default_store()) == "file":
         _update_file_store(lambda data: data.__setitem__(source_id, value))
+        _set_stored_at(source_id, time.time())
         return f"file {file_store_path()}"
     import keyring
 
     _keyring_call(source_id, lambda: keyring.set_password(SERVICE, source_id, value))
     _set_indexed(source_id, True)
+    _set_stored_at(source_id, time.time())
     # a credential left in the file store would shadow the new keyring entry
     if source_id in _read_file_store():
         _update_file_store(lambda data: data.pop(source_id, None))
     return f"keyring {_keyring_call(source_id, _keyring_backend_name)}"
 
 
-def delete(source_id: str) -> list[str]:
-    """Delete the stored credential everywhere pixsrc may have put it; returns where it was."""
-    removed = []
+def locate(source_id: str, optional: bool = False) -> Store | None:
+    """Which store holds the source's credential (the environment aside); ``optional`` as in ``get``."""
     if source_id in _read_file_store():
+        return "file"
+    if default_store() == "file" or optional and not _indexed(source_id):
+        return None
+    import keyring
+
+    found = _keyring_call(source_id, lambda: keyring.get_password(SERVICE, source_id)) is not None
+    return "keyring" if found else None
+
+
+def delete(source_id: str, optional: bool = False, stores: tuple[Store, ...] = ("file", "keyring")) -> list[str]:
+    """Delete the stored credential everywhere pixsrc may have put it (of ``stores``); returns where
+    it was. ``optional``: the keyring is asked only if pixsrc stored one there, as in ``get``."""
+    removed = []
+    if "file" in stores and source_id in _read_file_store():
         _update_file_store(lambda data: data.pop(source_id, None))
         removed.append(f"file {file_store_path()}")
-    if default_store() == "keyring":
+    if "keyring" in stores and default_store() == "keyring" and not (optional and not _indexed(source_id)):
         import keyring
         from keyring.errors import PasswordDeleteError
 
@@ -221,27 +269,56 @@ def delete(source_id: str) -> list[str]:
                 raise
             # found and deleted in the file store: a keyring that does not work (the usual reason to
             # opt in to the file) must not turn a successful logout into an error
+    if set(stores) == {"file", "keyring"}:
+        _set_stored_at(source_id, None)
     return removed
 
 
-def status(source_id: str, kind: str, required: bool = True) -> dict[str, str | None]:
-    """Where a source's credential is, never what it is: {kind, status, stored_in, detail}."""
+def forget(source_id: str, auth: AuthSpec | None) -> list[str]:
+    """``delete`` for a source of this auth spec (None: its type is not installed, so look everywhere).
+    A type that needs no credential has nothing stored: nothing is asked, not even the keyring."""
+    if auth is not None and auth.kind == "none":
+        return []
+    return delete(source_id, optional=auth is not None and not auth.required)
+
+
+def _age(credential: Credential, source_id: str, now: float) -> dict[str, Any]:
+    """When the credential in use was stored: None for one from the environment, or stored before
+    pixsrc recorded it (shown as "unknown")."""
+    when = None if credential.stored_in.startswith("env ") else stored_at(source_id)
+    if when is None:
+        return {"stored_at": None, "age_days": None}
+    return {"stored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)),
+            "age_days": round(max(0.0, now - when) / 86400, 1)}
+
+
+def status(source_id: str, kind: str, required: bool = True, now: float | None = None) -> dict[str, Any]:
+    """Where a source's credential is and how old, never what it is:
+    {kind, status, stored_in, detail, stored_at, age_days}.
+
+    The keyring is asked only where ``get`` would ask it for a fetch: never for a type that needs no
+    credential, and for an optional one only if pixsrc stored one there."""
+    row: dict[str, Any] = {"kind": kind, "status": "none", "stored_in": None, "detail": "needs no credential",
+                           "stored_at": None, "age_days": None}
     if kind == "none":
-        return {"kind": kind, "status": "none", "stored_in": None, "detail": "needs no credential"}
+        return row
     try:
-        credential = get(source_id)
+        credential = get(source_id, optional=not required)
     except AuthRequired as exc:
-        return {"kind": kind, "status": "error", "stored_in": None, "detail": exc.message}
+        return {**row, "status": "error", "detail": exc.message}
     if credential is None:
-        detail = "not set (optional)" if not required else f"run: pixsrc auth login {source_id}"
-        return {"kind": kind, "status": "missing", "stored_in": None, "detail": detail}
-    return {"kind": kind, "status": "ok", "stored_in": credential.stored_in, "detail": None}
+        detail = ("not set (optional: needs no credential unless the source asks for one)" if not required
+                  else f"run: pixsrc auth login {source_id}")
+        return {**row, "status": "missing", "detail": detail}
+    return {**row, "status": "ok", "stored_in": credential.stored_in, "detail": None,
+            **_age(credential, source_id, now or time.time())}
 
 
-def describe(source_id: str, auth: AuthSpec) -> dict[str, Any]:
-    """The credential status for `auth status` and `show`: OAuth sources add scopes and expiry."""
+def describe(source_id: str, auth: AuthSpec, providers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The credential status for `auth status` and `show`: OAuth sources add scopes and expiry.
+    ``providers``: the config's provider tables (a ``refresh_token_days`` override)."""
     if auth.kind == "oauth2" and auth.oauth is not None:
         from pixsrc import oauth
 
-        return oauth.status(source_id, auth.oauth)
+        return oauth.status(source_id, auth.oauth, oauth.refresh_limit_days(auth.oauth, providers or {}))
     return status(source_id, auth.kind, auth.required)

@@ -9,6 +9,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -108,17 +109,20 @@ def test_login_stores_in_the_keyring_and_status_never_shows_it(
 
     status = run_subprocess("auth", "status", "--json")
     assert status.returncode == 0
-    assert json.loads(status.stdout) == [
-        {
-            "source": "gallery",
-            "kind": "api-key",
-            "status": "ok",
-            "stored_in": "keyring keyrings.alt.file.PlaintextKeyring",
-            "detail": None,
-        }
-    ]
+    (row,) = json.loads(status.stdout)
+    stored_at = row.pop("stored_at")
+    assert row == {
+        "source": "gallery",
+        "kind": "api-key",
+        "status": "ok",
+        "stored_in": "keyring keyrings.alt.file.PlaintextKeyring",
+        "detail": None,
+        "age_days": 0.0,
+    }
+    assert abs(datetime.strptime(stored_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp() - time.time()) < 60
     text = run_subprocess("auth", "status", "gallery")
-    assert text.stdout == "gallery: api-key: ok (keyring keyrings.alt.file.PlaintextKeyring)\n"
+    assert text.stdout == (f"gallery: api-key: ok (keyring keyrings.alt.file.PlaintextKeyring)\n"
+                           f"    key age: 0.0 days (stored {stored_at})\n")
     show = run_subprocess("show", "gallery", "--json")
     no_secret_in(
         result.stdout,
@@ -291,8 +295,57 @@ def test_hanging_keyring_times_out_with_exit_3(source: str, tmp_path: Path, stat
     no_secret_in(result.stdout, result.stderr)
 
 
-def test_hanging_keyring_status_reports_an_error(source: str, tmp_path: Path) -> None:
+def test_hanging_keyring_status_reports_an_error(source: str, tmp_path: Path, state_path: Path) -> None:
+    state_path.mkdir(parents=True, exist_ok=True)
+    (state_path / "credentials-index.json").write_text('["gallery"]')  # a key pixsrc stored there
     result = run_subprocess("auth", "status", "--json", env=hanging_env(tmp_path), timeout=60)
     assert result.returncode == 0
     row = json.loads(result.stdout)[0]
     assert row["status"] == "error" and "did not answer within 1 s" in row["detail"]
+
+
+# -- sources that need no credential never wait for a keyring -----------------------------------
+
+
+@pytest.mark.parametrize("backend", ["fail", "hang"])
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["auth", "status"], "local: none: none (needs no credential)"),
+        (["auth", "status", "gallery", "--json"], "needs no credential unless the source asks for one"),
+        (["auth", "logout", "gallery"], "no stored credential for 'gallery'"),
+        (["auth", "logout", "local"], "source 'local' (local-fs) needs no credential"),
+        (["auth", "check"], "local: ok: needs no credential"),
+        (["show", "gallery"], "api-key: missing (not set (optional"),
+        (["remove", "gallery", "--yes"], "removed 'gallery'"),
+        (["remove", "local", "--yes"], "removed 'local'"),
+    ],
+)
+def test_no_credential_sources_never_ask_the_keyring(
+    source: str, tmp_path: Path, backend: str, command: list[str], expected: str
+) -> None:
+    """local-fs needs no credential; the public gallery's optional key was never stored. Neither may
+    wait for (or fail on) a keyring that hangs or does not exist."""
+    assert run("add", "local-fs", "--name", "Local", "--set", f"path={tmp_path}").exit_code == 0
+    env = hanging_env(tmp_path) if backend == "hang" else dict(FAIL_BACKEND)
+    started = time.monotonic()
+    result = run_subprocess(*command, env=env, timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout + result.stderr
+    assert "keyring" not in result.stdout + result.stderr
+    assert not (tmp_path / "hang-calls.txt").exists()  # the hanging backend was never reached
+    assert elapsed < 10  # a keyring call would have waited for its 1 s timeout, then failed
+
+
+def test_status_of_sources_without_a_credential(source: str, tmp_path: Path) -> None:
+    assert run("add", "local-fs", "--name", "Local", "--set", f"path={tmp_path}").exit_code == 0
+    result = run_subprocess("auth", "status", env=FAIL_BACKEND)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "gallery: api-key: missing (not set (optional: needs no credential unless the source asks for one))\n"
+        "local: none: none (needs no credential)\n"
+    )
+    logout = run_subprocess("auth", "logout", "local", env=FAIL_BACKEND)
+    assert logout.returncode == 0
+    assert logout.stderr == "source 'local' (local-fs) needs no credential; nothing to delete\n"

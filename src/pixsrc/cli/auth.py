@@ -56,16 +56,26 @@ def oauth_login(cfg: Config, source_id: str, title: str, stype: SourceType, *, o
 
 def _verify(cfg: Config, source: Source) -> None:
     """One cheap authenticated call, where the type has one, to prove the new credential works."""
-    from pixsrc.fetch import open_controller
+    from pixsrc import credentials
 
-    controller, _ = open_controller(source, jobs=1, providers=cfg.providers())
-    try:
-        verify = getattr(controller, "verify", None)
-        if verify is not None:
-            who = verify()
-            say(f"checked: the credential works{f' ({who})' if who else ''}")
-    finally:
-        controller.close()
+    if checked := credentials.verify(source, cfg.providers()):
+        say(f"checked: {checked}")
+
+
+def _read_key(label: str, from_stdin: bool) -> str:
+    """An API key from stdin or a hidden prompt, masked in every message from now on."""
+    from pixsrc import redact
+
+    if from_stdin:
+        secret = sys.stdin.read().strip()
+    elif is_interactive():
+        secret = typer.prompt(label, hide_input=True).strip()
+    else:
+        raise UsageError("no terminal to ask for the key", hint="pipe it in with --api-key-stdin")
+    redact.register(secret)
+    if not secret:
+        raise UsageError("the key is empty")
+    return secret
 
 
 @app.command(epilog="Examples: pixsrc auth login my-drive\n\n"
@@ -84,7 +94,7 @@ def login(
     store: StoreOption = None,
 ) -> None:
     """Sign a source in: the browser flow for OAuth types, a hidden prompt for API keys."""
-    from pixsrc import redact, tokens
+    from pixsrc import tokens
 
     _check_store(store)
     cfg = load(ctx)
@@ -96,26 +106,38 @@ def login(
         oauth_login(cfg, source.id, source.name, stype, open_browser=not no_browser, port=port, timeout=timeout,
                     store=store)
     else:
-        if api_key_stdin:
-            secret = sys.stdin.read().strip()
-        elif is_interactive():
-            secret = typer.prompt(stype.auth.label, hide_input=True).strip()
-        else:
-            raise UsageError("no terminal to ask for the key", hint="pipe it in with --api-key-stdin")
-        redact.register(secret)  # from now on no message can show it
-        if not secret:
-            raise UsageError("the key is empty")
+        secret = _read_key(stype.auth.label, api_key_stdin)
         say(f"stored the credential of {source.id!r} in {tokens.put(source.id, secret, store)}")  # type: ignore[arg-type]
     _verify(cfg, source)
 
 
-def _status_row(source: Source) -> dict[str, Any]:
+def _status_row(source: Source, providers: dict[str, Any]) -> dict[str, Any]:
     from pixsrc import registry, tokens
 
     if not registry.is_installed(source.type):
         return {"source": source.id, "kind": None, "status": "unavailable", "stored_in": None,
                 "detail": f"type {source.type!r} is not installed"}
-    return {"source": source.id, **tokens.describe(source.id, registry.get(source.type).auth)}
+    return {"source": source.id, **tokens.describe(source.id, registry.get(source.type).auth, providers)}
+
+
+def _status_text(row: dict[str, Any]) -> str:
+    where = row["stored_in"] or row["detail"] or ""
+    line = f"{row['source']}: {row['kind'] or '?'}: {row['status']}" + (f" ({where})" if where else "")
+    if row.get("scopes"):
+        line += f"\n    scopes: {' '.join(row['scopes'])}"
+    if row.get("access_expires_at"):
+        line += f"\n    access token expires {row['access_expires_at']}"
+    if row.get("refresh_token_age_days") is not None:
+        line += f"\n    refresh token age: {row['refresh_token_age_days']} days"
+    if row.get("refresh_expires_at"):
+        line += f"\n    refresh token expires {row['refresh_expires_at']}"
+    if row["kind"] == "api-key" and row["status"] == "ok":
+        age = row.get("age_days")
+        line += (f"\n    key age: {age} days (stored {row['stored_at']})" if age is not None
+                 else "\n    key age: unknown")
+    if row.get("limit"):
+        line += f"\n    limit: {row['limit']}"
+    return line
 
 
 @app.command(epilog="Example: pixsrc auth status --json")
@@ -125,25 +147,15 @@ def status(
     source_ref: Annotated[str | None, typer.Argument(metavar="[SOURCE]", help="Id or name; all if omitted.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Per source: the auth kind, where the credential is, scopes and expiry (never a token)."""
+    """Per source: the auth kind, where the credential is, its age, scopes and expiry (never a token)."""
     cfg = load(ctx)
     sources = [cfg.find(source_ref)] if source_ref else list(cfg.sources.values())
-    rows = [_status_row(source) for source in sources]
+    rows = [_status_row(source, cfg.providers()) for source in sources]
     if json_out:
         print_json(rows)
         return
     for row in rows:
-        where = row["stored_in"] or row["detail"] or ""
-        line = f"{row['source']}: {row['kind'] or '?'}: {row['status']}" + (f" ({where})" if where else "")
-        if row.get("scopes"):
-            line += f"\n    scopes: {' '.join(row['scopes'])}"
-        if row.get("access_expires_at"):
-            line += f"\n    access token expires {row['access_expires_at']}"
-        if row.get("refresh_token_age_days") is not None:
-            line += f"\n    refresh token age: {row['refresh_token_age_days']} days"
-        if row.get("limit"):
-            line += f"\n    limit: {row['limit']}"
-        print(line)
+        print(_status_text(row))
 
 
 @app.command(epilog="Example: pixsrc auth logout my-drive")
@@ -159,6 +171,9 @@ def logout(
 
     cfg = load(ctx)
     source, stype = _source_and_type(cfg, source_ref)
+    if stype.auth.kind == "none":  # nothing was ever stored: no keyring to ask (or to wait for)
+        say(f"source {source.id!r} ({stype.id}) needs no credential; nothing to delete")
+        return
     if stype.auth.kind == "oauth2" and stype.auth.oauth is not None and not keep_remote:
         try:
             credential = tokens.get(source.id)
@@ -171,7 +186,7 @@ def logout(
                 warn(f"not revoked: {exc.message}")
             else:
                 say(oauth.revoke(oauth.settings_for(stype.auth.oauth, cfg.providers()), token_set))
-    removed = tokens.delete(source.id)
+    removed = tokens.forget(source.id, stype.auth)
     say(f"deleted the credential of {source.id!r} from {', '.join(removed)}" if removed
         else f"no stored credential for {source.id!r}")
     if tokens.env_var(source.id) in os.environ:
@@ -239,3 +254,67 @@ def import_(ctx: typer.Context, source_ref: SourceArg, store: StoreOption = None
     if token_set.provider != stype.auth.oauth.name or not token_set.refresh_token:
         raise UsageError(f"that bundle is not a {stype.auth.oauth.name} sign-in with a refresh token")
     say(f"stored in {tokens.put(source.id, token_set.to_json(), store)}")  # type: ignore[arg-type]
+
+
+@app.command(epilog="Examples: pixsrc auth rotate client-assets   # asks for the new key\n\n"
+                    "  printf %s \"$NEW_KEY\" | pixsrc auth rotate client-assets --api-key-stdin")
+@handle_errors
+def rotate(
+    ctx: typer.Context,
+    source_ref: SourceArg,
+    api_key_stdin: Annotated[bool, typer.Option("--api-key-stdin", help="Read the new key from stdin.")] = False,
+    store: Annotated[str | None, typer.Option("--store", metavar="keyring|file",
+                                              help="Move it there (default: where the old key is).")] = None,
+) -> None:
+    """Replace an API key: the source must accept the new key first, else the old one stays (exit 3)."""
+    from pixsrc import credentials, tokens
+
+    _check_store(store)
+    cfg = load(ctx)
+    source, stype = _source_and_type(cfg, source_ref)
+    credentials.rotatable(source, stype.auth)  # before asking for a key that could not be used
+    secret = _read_key(f"New {stype.auth.label}", api_key_stdin)
+    where, checked = credentials.rotate(source, stype.auth, secret, cfg.providers(), store)  # type: ignore[arg-type]
+    say(f"checked: {checked}" if checked else "the new key was not checked")
+    say(f"replaced the key of {source.id!r} in {where}")
+    if tokens.env_var(source.id) in os.environ:
+        warn(f"note: {tokens.env_var(source.id)} is set in this environment and overrides the stored key")
+
+
+@app.command(epilog="Examples: pixsrc auth check --min-validity 7d   # a CI gate\n\n"
+                    "  pixsrc auth check my-drive --online --json")
+@handle_errors
+def check(
+    ctx: typer.Context,
+    source_refs: Annotated[list[str] | None, typer.Argument(
+        metavar="[SOURCE]...", help="Ids or names; every enabled source if omitted.")] = None,
+    min_validity: Annotated[str, typer.Option(
+        "--min-validity", metavar="DURATION",
+        help="Fail when a credential ends within this span (30m, 72h, 7d, 2w).")] = "72h",
+    online: Annotated[bool, typer.Option("--online", help="Also make one authenticated call per source.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Exit 3 when a credential is missing, unreadable or ends within --min-validity; 0 when all are fine."""
+    from pixsrc import credentials
+    from pixsrc.durations import parse_duration
+
+    window = parse_duration(min_validity, "--min-validity")
+    cfg = load(ctx)
+    if source_refs:
+        sources = list({source.id: source for source in map(cfg.find, source_refs)}.values())
+    else:
+        sources = [source for source in cfg.sources.values() if source.enabled]
+    results = credentials.check(sources, cfg.providers(), window.total_seconds(), online=online)
+    code = credentials.exit_code(results)
+    if json_out:
+        print_json({"schema": 1, "ok": code == 0, "exit_code": code, "min_validity_seconds": window.total_seconds(),
+                    "online": online, "sources": [result.as_dict() for result in results]})
+    else:
+        for result in results:
+            print(f"{result.source}: {result.status}: {result.detail}")
+        if not results:
+            say("no enabled sources to check")
+    if code:
+        failed = sum(result.status != "ok" for result in results)
+        warn(f"{failed} of {len(results)} credentials need attention")
+        raise typer.Exit(code)
