@@ -134,6 +134,8 @@ class OAuthProvider:
     revoke_url: str | None = None
     revoke_style: Literal["rfc7009", "bearer", "none"] = "rfc7009"
     content_base_url: str | None = None
+    notify_base_url: str | None = None
+    """Where change notifications are long-polled (Dropbox's notify host), if the provider has one."""
     issuer: str | None = None
     sends_iss: bool = False
     scope_separator: str = " "
@@ -322,6 +324,30 @@ class Controller(Protocol):
     def close(self) -> None: ...
 
 
+class ChangeWaiter(Protocol):
+    """An optional extra of a Controller: wait for the source to change (``pixsrc watch``).
+
+    ``wait_for_change(cancel, timeout)`` blocks for at most about ``timeout`` seconds and returns True
+    when the source has (or may have) changed since its last completed listing, False when nothing
+    changed in that time or ``cancel`` was set. It reads the position of that listing from the source
+    cache (a cursor, a change token the listing saved there) and never moves it: the next fetch lists
+    from where the last one ended. It runs on a background thread of its own, on a controller of its
+    own, so it may block in an HTTP call (a long poll); the fetch itself always runs on the main
+    thread. A provider that can only be polled asks every ``SourceContext.poll_every`` seconds and
+    honours its rate limits; a provider that asks to back off is obeyed. Errors are raised as usual
+    (SourceUnavailable, AuthRequired): the watch backs off and says so.
+
+    A controller without this method is fetched on its interval only.
+    """
+
+    def wait_for_change(self, cancel: threading.Event, timeout: float) -> bool: ...
+
+
+def can_wait_for_change(controller: object) -> bool:
+    """Whether a controller implements the optional ChangeWaiter extra."""
+    return callable(getattr(controller, "wait_for_change", None))
+
+
 @dataclass
 class SourceContext:
     """What a controller factory gets: its validated config and the services it may use."""
@@ -341,6 +367,9 @@ class SourceContext:
     """Tell the user something (a skipped item, a long rate-limit wait); shown on stderr."""
     cancel: threading.Event = dc_field(default_factory=threading.Event)
     """Set when the run is interrupted: API waits end at once."""
+    poll_every: float = 30.0
+    """For ``wait_for_change`` of a provider that can only be polled: seconds between two polls
+    (``pixsrc watch --poll``). Read when waiting, not when the controller is built."""
 
     def api(self, **options: Any) -> Api:
         """A ``pixsrc.api.Api`` (httpx) wired for this source: its OAuth token (refreshed on expiry

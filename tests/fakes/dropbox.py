@@ -1,8 +1,10 @@
-"""Fake Dropbox API v2: two 127.0.0.1 servers, like the two real hosts (providers.md §2.1):
+"""Fake Dropbox API v2: three 127.0.0.1 servers, like the real hosts (providers.md §2.1):
 
 * ``api`` (api.dropboxapi.com + www.dropbox.com): ``/oauth2/authorize``, ``/oauth2/token``,
   ``/2/auth/token/revoke``, ``/2/files/list_folder``, ``/2/files/list_folder/continue``
 * ``content`` (content.dropboxapi.com): ``/2/files/download``
+* ``notify`` (notify.dropboxapi.com): ``/2/files/list_folder/longpoll``, which blocks until something
+  changes under the cursor's folder or its ``timeout`` ends (``longpoll_cap`` shortens that in tests)
 
 Behaviour is from the Stone spec (``dropbox/stone/files.stone``, ``auth.stone``) and providers.md §2.
 There is no usable OpenAPI for Dropbox (specs/README.md), so arguments are checked by hand here.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -181,6 +184,11 @@ class DropboxFake:
     def __init__(self) -> None:
         self.api = FakeServer("dropbox-api")
         self.content = FakeServer("dropbox-content")
+        self.notify = FakeServer("dropbox-notify")
+        self.changed = threading.Condition()  # notified on every mutation: wakes blocked long polls
+        self.longpoll_backoff: int | None = None  # sent as ListFolderLongpollResult.backoff when set
+        self.longpoll_cap: float | None = None  # block at most this many real seconds (tests)
+        self.longpolls: list[tuple[float, float, bool]] = []  # (started, answered, changes): time.monotonic()
         self.oauth = DropboxOAuth()
         self.entries: dict[str, Entry] = {}
         self.changes: list[str] = []  # path_lower per mutation; index+1 = sequence number
@@ -194,12 +202,14 @@ class DropboxFake:
         a.route("POST", r"/2/files/list_folder/continue", self._continue)
         self.content.route("POST", r"/2/files/download", self._download)
         self.content.route("GET", r"/2/files/download", self._download)
+        self.notify.route("POST", r"/2/files/list_folder/longpoll", self._longpoll)
 
     # -- lifecycle / delegation ----------------------------------------------------------------------
 
     def __enter__(self) -> DropboxFake:
         self.api.start()
         self.content.start()
+        self.notify.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -210,17 +220,21 @@ class DropboxFake:
     def stop(self) -> None:
         self.api.stop()
         self.content.stop()
+        self.notify.stop()
+        with self.changed:
+            self.changed.notify_all()
 
     api_url = property(lambda self: self.api.base_url)  # https://api.dropboxapi.com
     content_url = property(lambda self: self.content.base_url)  # https://content.dropboxapi.com
+    notify_url = property(lambda self: self.notify.base_url)  # https://notify.dropboxapi.com
     authorize_url = property(lambda self: self.api.base_url + "/oauth2/authorize")
     token_url = property(lambda self: self.api.base_url + "/oauth2/token")
     revoke_url = property(lambda self: self.api.base_url + "/2/auth/token/revoke")
-    requests = property(lambda self: self.api.requests + self.content.requests)
-    violations = property(lambda self: self.api.violations + self.content.violations)
+    requests = property(lambda self: self.api.requests + self.content.requests + self.notify.requests)
+    violations = property(lambda self: self.api.violations + self.content.violations + self.notify.violations)
 
     def _server(self, host: str) -> FakeServer:
-        return {"api": self.api, "content": self.content}[host]
+        return {"api": self.api, "content": self.content, "notify": self.notify}[host]
 
     def fail_next(self, *args: Any, host: str = "api", **kwargs: Any) -> None:
         self._server(host).fail_next(*args, **kwargs)
@@ -260,7 +274,9 @@ class DropboxFake:
     # -- tree builder --------------------------------------------------------------------------------
 
     def _touch(self, path_lower: str) -> None:
-        self.changes.append(path_lower)
+        with self.changed:
+            self.changes.append(path_lower)
+            self.changed.notify_all()
 
     def _ensure_parents(self, path: str) -> None:
         parts = path.strip("/").split("/")[:-1]
@@ -463,6 +479,46 @@ class DropboxFake:
             ]
             c.seq = len(self.changes)
         return self._page(c)
+
+    def _longpoll(self, req: Request) -> Response:
+        """files/list_folder/longpoll (files.stone): ``auth = "noauth"``, so a request that carries a
+        credential is refused here (pixsrc must not send its token to a host that takes none; what the
+        real host does with one is unverified). ``cursor`` required, ``timeout`` 30..480 (default 30).
+        Blocks until a change under the cursor's folder since the cursor was made, or the timeout;
+        answers ``{"changes": bool}`` plus ``backoff`` when ``longpoll_backoff`` is set. An invalidated
+        cursor gives 409 ``reset`` (ListFolderLongpollError)."""
+        import time
+
+        route = "files/list_folder/longpoll"
+        if "authorization" in req.headers:
+            return bad_input(route, "this endpoint takes no Authorization header (noauth)")
+        args = self._rpc_args(req, route)
+        self._check_types(route, args, {"cursor": str, "timeout": int})
+        if "cursor" not in args:
+            return bad_input(route, 'request body: missing required field "cursor"')
+        timeout = args.get("timeout", 30)
+        if not 30 <= timeout <= 480:
+            return bad_input(route, f"request body: timeout: {timeout} is not within range [30, 480]")
+        c = self.cursors.get(args["cursor"])
+        if c is None:
+            return bad_input(route, 'Invalid "cursor" parameter: the cursor is malformed or from another app')
+        if not c.valid:
+            return route_error(["reset"])
+        limit = timeout if self.longpoll_cap is None else min(timeout, self.longpoll_cap)
+        started = time.monotonic()
+        deadline = started + limit
+
+        def changed() -> bool:
+            return any(self._in_scope(c, self.entries[p]) for p in set(self.changes[c.seq :]) if p in self.entries)
+
+        with self.changed:
+            while not (found := changed()) and (left := deadline - time.monotonic()) > 0:
+                self.changed.wait(left)
+        self.longpolls.append((started, time.monotonic(), found))
+        answer: dict[str, Any] = {"changes": found}
+        if self.longpoll_backoff is not None:
+            answer["backoff"] = self.longpoll_backoff
+        return json_response(200, answer)
 
     def _download(self, req: Request) -> Response:
         """files/download (content host, "download" style): arg in Dropbox-API-Arg header (or ``arg``

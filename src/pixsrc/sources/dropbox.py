@@ -9,6 +9,10 @@ Facts are from /work/shared/providers.md section 2 (cited as "providers.md 2.x" 
   header with every non-ASCII character escaped as ``\\uXXXX`` (2.4), no body, ``Range`` to resume.
 * verification: ``content_hash``, SHA-256 over the SHA-256 digests of 4 MiB blocks (2.3), registered
   in ``pixsrc.types.HASHERS`` as ``dropbox-content-hash`` so the engine checks it while streaming.
+* changes: the listing's last cursor is kept in the source cache (``dropbox-cursor``, with the folder
+  and ``recursive`` it belongs to); ``pixsrc watch`` waits on ``POST {notify}/2/files/list_folder/longpoll``
+  with it (files.stone: no Authorization, ``timeout`` 30..480 s plus up to 90 s of jitter, and a
+  ``backoff`` in the answer that must be waited out before the next long poll).
 * Dropbox is case-insensitive: entries are matched by ``path_lower`` and written with the display
   case; only the last component of ``path_display`` is reliably cased, so folders take the case of
   their own folder entry.
@@ -25,6 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -51,12 +57,17 @@ from pixsrc.types import (
 if TYPE_CHECKING:
     import httpx
 
+    from pixsrc.api import Api
+
 CONTENT_HASH = "dropbox-content-hash"
 BLOCK = 4 * 1024 * 1024  # providers.md 2.3
 PAGE_LIMIT = 2000  # list_folder's maximum (files.stone: UInt32(min 1, max 2000)), "approximate"
 MAX_RESETS = 3  # listings restarted after a 409 reset before giving up
 MAX_WARNED = 10  # non-downloadable files named one by one; the rest are counted
 DEFAULT_PORT = 53682  # the redirect URI to register: http://127.0.0.1:53682/callback
+CURSOR_KEY = "dropbox-cursor"
+LONGPOLL_MIN, LONGPOLL_MAX = 30, 480  # ListFolderLongpollArg.timeout: UInt64(max_value=480, min_value=30)
+LONGPOLL_JITTER = 90  # "plus up to 90 seconds of random jitter" (files.stone)
 
 
 class DropboxContentHasher:
@@ -149,6 +160,13 @@ class _Page(_Wire):
     has_more: bool
 
 
+class _Longpoll(_Wire):
+    """ListFolderLongpollResult."""
+
+    changes: bool
+    backoff: int | None = Field(None, ge=0)
+
+
 _Doc = TypeVar("_Doc", bound=_Wire)
 
 
@@ -220,6 +238,9 @@ class DropboxController:
         self.http = context.api()
         self.http.client.event_hooks["response"].append(_hint_from_body)
         self.requests = 0  # RPC calls made by this controller (the Api's own retries not included)
+        self.notify_url = ((provider.notify_base_url if provider is not None else None) or NOTIFY_BASE).rstrip("/")
+        self._notify: Api | None = None  # the long-poll client, made on first use (watch only)
+        self._not_before = 0.0  # time.monotonic() before which no long poll may start (its `backoff`)
 
     # -- RPC ----------------------------------------------------------------------------------------
 
@@ -291,7 +312,8 @@ class DropboxController:
         seen_cursors: set[str] = set()
         while True:
             entries.extend(page.entries)
-            if not page.has_more:
+            if not page.has_more:  # the cursor to wait on for changes after this listing (watch)
+                self.context.cache.put(CURSOR_KEY, json.dumps({"folder": self._folder_key(), "cursor": page.cursor}))
                 return entries
             cursor = page.cursor
             if not cursor or cursor in seen_cursors:
@@ -396,6 +418,65 @@ class DropboxController:
             return TransferError(f"Dropbox rate limit (HTTP 429{detail})", retry=True, retry_after=delay)
         return TransferError(f"Dropbox answered HTTP {status}{detail}", retry=status == 408 or status >= 500)
 
+    # -- changes (pixsrc watch) --------------------------------------------------------------------
+
+    def _folder_key(self) -> list[Any]:
+        return [self.config.path.lower(), self.config.recursive]
+
+    def _saved_cursor(self) -> str | None:
+        try:
+            saved = json.loads(self.context.cache.get(CURSOR_KEY) or "null")
+        except ValueError:
+            return None
+        if not isinstance(saved, dict) or saved.get("folder") != self._folder_key():
+            return None  # the folder or `recursive` was edited since: that cursor watches something else
+        cursor = saved.get("cursor")
+        return cursor if isinstance(cursor, str) and cursor else None
+
+    def wait_for_change(self, cancel: threading.Event, timeout: float) -> bool:
+        """Long-poll Dropbox for a change after the last completed listing (files/list_folder/longpoll).
+
+        True: something changed (or the cursor is gone, or there is none yet): a fetch lists again.
+        A ``backoff`` in the answer is waited out before the next long poll, however soon that is asked
+        for. The notify host takes no Authorization header (files.stone: ``auth = "noauth"``), so the
+        credential is not sent there."""
+        delay = self._not_before - time.monotonic()
+        if delay > 0 and (cancel.wait(min(delay, timeout)) or delay > timeout):
+            return False
+        cursor = self._saved_cursor()
+        if cursor is None:
+            return True
+        if self._notify is None:
+            self._notify = self.context.api(auth=None, limit=None,
+                                            timeout=float(LONGPOLL_MAX + LONGPOLL_JITTER + 30))
+            self._notify.client.event_hooks["response"].append(_hint_from_body)
+        seconds = int(min(LONGPOLL_MAX, max(LONGPOLL_MIN, timeout)))
+        route = "files/list_folder/longpoll"
+        try:
+            response = self._notify.post(f"{self.notify_url}/2/{route}",
+                                         content=json.dumps({"cursor": cursor, "timeout": seconds}).encode(),
+                                         headers={"Content-Type": "application/json"}, idempotent=True)
+        except ApiError as exc:
+            raise SourceUnavailable(f"{self.source}: Dropbox {route}: {exc}") from None
+        status = response.status_code
+        if status == 200:
+            try:
+                answer = _Longpoll.model_validate_json(response.content)
+            except ValidationError as exc:
+                raise SourceUnavailable(f"{self.source}: Dropbox answered {route} with "
+                                        f"{describe_invalid(exc)}") from None
+            if answer.backoff:
+                self._not_before = time.monotonic() + answer.backoff
+            return answer.changes
+        tags, summary = _error_tags(response.content)
+        if status == 409 and tags[:1] == ["reset"]:
+            return True  # ListFolderLongpollError.reset: the cursor died; the next listing makes a new one
+        detail = f": {summary}" if summary else ""
+        if status == 400:
+            raise SourceUnavailable(f"{self.source}: Dropbox rejected pixsrc's {route} request as malformed "
+                                    f"(a pixsrc bug; please report it){detail}")
+        raise SourceUnavailable(f"{self.source}: Dropbox {route}: HTTP {status}{detail}")
+
     def verify(self) -> str | None:
         """One cheap call after login: the configured folder can be listed."""
         args = {"path": self.config.path, "recursive": False, "limit": 1}
@@ -404,10 +485,13 @@ class DropboxController:
 
     def close(self) -> None:
         self.http.close()
+        if self._notify is not None:
+            self._notify.close()
 
 
 API_BASE = "https://api.dropboxapi.com"
 CONTENT_BASE = "https://content.dropboxapi.com"
+NOTIFY_BASE = "https://notify.dropboxapi.com"  # providers.md 2.1: the longpoll host
 
 PROVIDER = OAuthProvider(
     name="dropbox",
@@ -418,6 +502,7 @@ PROVIDER = OAuthProvider(
     revoke_style="bearer",
     api_base_url=API_BASE,
     content_base_url=CONTENT_BASE,
+    notify_base_url=NOTIFY_BASE,
     scope_separator=" ",
     sends_iss=False,  # RFC 9207 iss: not documented for Dropbox (providers.md), so not required
     pkce=True,

@@ -8,6 +8,8 @@ compact snapshot together with a Changes API start page token taken *before* the
 listing; later runs read ``changes.list`` from that token, patch the snapshot and yield the full
 current listing from it (the engine treats "not listed" as deleted). One shared computation turns
 the snapshot into assets, so an incremental listing is by construction the same as a full one.
+``pixsrc watch`` polls ``changes.list`` from the snapshot's token (never saving what it read: the next
+listing applies those changes itself) and wakes a fetch when a change touches the tree.
 
 Shortcuts are resolved to their targets (a folder shortcut back to an ancestor is skipped; a
 dangling one is reported). Google Docs/Sheets/Slides cannot be downloaded as images and are
@@ -353,6 +355,8 @@ class GoogleDriveController:
         self.requests = 0  # API calls made by the listing (the Api's own retries not included)
         self._count_lock = threading.Lock()
         self._stop: str | None = None  # set once a daily quota is exhausted: no more downloads this run
+        # wait_for_change's reading position: (the saved token it started from, where it has read to)
+        self._peek: tuple[str | None, str] | None = None
         shared = self.config.shared_drive_id.strip()
         self.drive_id = shared or None
         # §1.6: supportsAllDrives everywhere; corpora=drive + driveId to list inside one shared drive
@@ -494,9 +498,7 @@ class GoogleDriveController:
     def _full_listing(self, incremental: bool) -> Snapshot:
         token = None
         if incremental:  # taken BEFORE listing: a change made while we list is seen next time
-            params = {"supportsAllDrives": "true", **({"driveId": self.drive_id} if self.drive_id else {})}
-            token = self._get("changes.getStartPageToken", "changes/startPageToken", params,
-                              _StartPageToken).startPageToken
+            token = self._start_token()
         root = self._root()
         nodes: dict[str, Node] = {root.id: root}
         walked: set[str] = set()
@@ -604,6 +606,52 @@ class GoogleDriveController:
                     snap.token = token
                     return snap
         return self._full_listing(incremental)
+
+    # -- changes (pixsrc watch) ----------------------------------------------------------------
+
+    def wait_for_change(self, cancel: threading.Event, timeout: float) -> bool:
+        """Poll changes.list every ``poll_every`` seconds (for at most ``timeout``) from the saved
+        snapshot's token; True once a change touches the listed tree (an item in it, or a new item in
+        one of its folders). The saved token is left where the last listing put it: the next fetch
+        applies every change since then itself. Without a snapshot (never fetched, or include_shared,
+        which is always listed in full) there is nothing to compare with: any change of the account
+        after the first poll counts, or, before any fetch, the answer is True at once."""
+        deadline = time.monotonic() + timeout
+        snap = Snapshot.load(self.cache.get(SNAPSHOT_KEY))
+        if snap is None or not snap.token or snap.fingerprint != self._fingerprint():
+            snap = None
+            if not self.config.include_shared:
+                return True
+        base = snap.token if snap is not None else None
+        if self._peek is None or self._peek[0] != base:  # a fetch moved the token on: start from there
+            self._peek = (base, base or self._start_token())
+        while True:
+            try:
+                changes, token = self._changes(self._peek[1])
+            except _TokenRejected:
+                self._peek = None
+                return True  # the next listing finds out what a dead token hid (a full listing)
+            if changes and (snap is None or any(self._touches(snap, fid, node) for fid, node in changes)):
+                if snap is None:
+                    self._peek = None  # after the fetch, wait for changes from then on
+                return True
+            self._peek = (base, token)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or cancel.wait(min(self.context.poll_every, remaining)):
+                return False
+            if time.monotonic() >= deadline:
+                return False
+
+    def _start_token(self) -> str:
+        params = {"supportsAllDrives": "true", **({"driveId": self.drive_id} if self.drive_id else {})}
+        return self._get("changes.getStartPageToken", "changes/startPageToken", params,
+                         _StartPageToken).startPageToken
+
+    @staticmethod
+    def _touches(snap: Snapshot, file_id: str, node: Node | None) -> bool:
+        if file_id in snap.nodes:
+            return True
+        return node is not None and any(p in snap.nodes and snap.nodes[p].folder for p in node.parents)
 
     # -- assets -------------------------------------------------------------------------------
 
