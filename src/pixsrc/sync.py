@@ -8,7 +8,9 @@
 - *record*: finished assets go to the manifest in batches (every 256 or every second), and
   whatever finished is recorded when the run is interrupted.
 
-A run yields one ``Outcome`` per asset, so the CLI can draw progress and tests can collect them.
+A run yields one ``Outcome`` per asset, so the CLI can draw progress and tests can collect them;
+its hooks (``on_found``, ``on_plan``, ``on_start``, ``on_bytes``) say what happens in between, on the
+loop's thread, so each must only count (the CLI draws from its counters at most ten times a second).
 The run owns its cancel event: Ctrl-C or SIGTERM sets it, the loop stops adding transfers,
 aborts those in flight (their ``.part`` files stay for the next run) and the run raises
 KeyboardInterrupt once what finished is recorded.
@@ -61,6 +63,10 @@ class Outcome:
     action: Action
     bytes: int = 0
     error: str | None = None
+    size: int | None = None
+    """The file's size once in place (``bytes`` counts the wire: a resume moves less, a copy nothing)."""
+    adopted: bool = False
+    """An "unchanged" file that was in place unrecorded and is pixsrc's now."""
 
 
 @dataclass
@@ -148,11 +154,17 @@ class SyncRun:
 
     ``limit`` (a ``pixsrc.api.RateLimit``) and ``policy`` (a ``RetryPolicy``) gate the transfer
     loop as they gate the source's API calls.
+
+    Hooks: ``on_found(n)`` as the listing yields assets (n so far, repeated ids counted once);
+    ``on_plan(files, bytes)`` once, with what is to be transferred; ``on_start(path, size)`` as each
+    transfer is handed to the loop (its Outcome ends it); ``on_bytes(n)`` per chunk received.
     """
 
     def __init__(self, source_id: str, controller: Controller, state: State, options: Options,
                  on_bytes: Callable[[int], None] | None = None,
                  on_plan: Callable[[int, int], None] | None = None, *,
+                 on_found: Callable[[int], None] | None = None,
+                 on_start: Callable[[str, int | None], None] | None = None,
                  cancel: threading.Event | None = None, limit: Any = None, policy: Any = None,
                  user_agent: str | None = None) -> None:
         self.source_id = source_id
@@ -162,6 +174,8 @@ class SyncRun:
         self.dest = options.dest
         self.on_bytes = on_bytes
         self.on_plan = on_plan
+        self.on_found = on_found
+        self.on_start = on_start
         self.cancel = cancel or threading.Event()
         self.limit = limit
         self.policy = policy
@@ -183,9 +197,12 @@ class SyncRun:
         from pixsrc.api import ApiError, Cancelled
 
         unique: dict[str, Asset] = {}
+        on_found = self.on_found
         try:
             for asset in self.controller.list_assets():
                 unique.setdefault(asset.id, asset)
+                if on_found is not None:
+                    on_found(len(unique))
             return unique
         except PixsrcError:
             raise
@@ -262,7 +279,7 @@ class SyncRun:
             return self._in_the_way(asset, action.path)
         if not self.options.dry_run:
             self.state.record(self.source_id, [self._entry(asset, action.path, target, None, touch=False)])
-        return Outcome(asset.id, action.path, "unchanged")
+        return Outcome(asset.id, action.path, "unchanged", size=st.st_size, adopted=True)
 
     @staticmethod
     def _in_the_way(asset: Asset, path: str) -> Outcome:
@@ -382,8 +399,11 @@ class SyncRun:
         else:
             transfer = self.controller.transfer(asset)
         conditional = conditional_headers(item.check) if item.check is not None else {}
-        return Job(pending, transfer, part, conditional, asset.size,
-                   asset.checksum.algorithm if asset.checksum else None, pinned=bool(asset.version))
+        job = Job(pending, transfer, part, conditional, asset.size,
+                  asset.checksum.algorithm if asset.checksum else None, pinned=bool(asset.version))
+        if self.on_start is not None:
+            self.on_start(item.path, asset.size)
+        return job
 
     def _copyable(self, asset: Asset, entry: Entry) -> bool:
         source = self.dest / entry.path
@@ -429,7 +449,7 @@ class SyncRun:
             old = self.dest / item.replaces.path
             if self.tree.plain_parents(old) and intact(lstat(old), item.replaces):
                 self.tree.remove(old)
-        return Outcome(asset.id, item.path, item.action, wire), entry
+        return Outcome(asset.id, item.path, item.action, wire, size=entry.size), entry
 
     def _compare(self, pending: _Pending, sha256: str, version: str, wire: int) -> tuple[Outcome, Entry | None]:
         """The downloaded ``.part`` against the unrecorded file in place: the file is never touched."""
@@ -445,7 +465,7 @@ class SyncRun:
         if not same or st is None:
             return self._in_the_way(item.asset, item.path), None
         entry = Entry(item.asset.id, version, item.path, st.st_size, st.st_mtime_ns, sha256, time.time())
-        return Outcome(item.asset.id, item.path, "unchanged", wire), entry
+        return Outcome(item.asset.id, item.path, "unchanged", wire, size=st.st_size, adopted=True), entry
 
     def _verify(self, asset: Asset, result: Any, pending: _Pending) -> tuple[str, bool] | None:
         """(problem, worth retrying) or None when the bytes are what the source promised."""
