@@ -3,6 +3,8 @@
 Users own this file. It is only written by add/edit/enable/disable/remove, through
 ``edit_config``, which holds an exclusive lock, re-reads the file under it, and replaces it
 atomically. Tables pixsrc does not know (``[providers.*]``, anything else) are kept as they are.
+A write changes only the keys and tables whose values changed (tomlkit edits the text in place):
+comments, blank lines, key order and spacing of everything else stay byte for byte.
 A file that does not parse is reported with its location and never rewritten. A sources file that
 is a symlink (stow, chezmoi, a dotfiles repo) is written through: the link's final target is
 replaced atomically and locked, and the link stays a link.
@@ -24,6 +26,7 @@ from typing import Any
 
 from pixsrc.errors import ConfigError, UsageError
 from pixsrc.locks import FileLock, make_private_dirs, tighten
+from pixsrc.toml_edit import same
 
 CONFIG_VERSION = 1
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -90,6 +93,7 @@ class Source:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys pixsrc does not know, kept as they are
+    interval: str | None = None  # as the user wrote it ("6h"); checked by pixsrc.schedule.parse_interval
 
     def to_toml(self) -> dict[str, Any]:
         table: dict[str, Any] = {"name": self.name, "type": self.type, "enabled": self.enabled}
@@ -99,6 +103,8 @@ class Source:
             table["updated_at"] = self.updated_at
         if self.dest:
             table["dest"] = self.dest
+        if self.interval:
+            table["interval"] = self.interval
         for key, value in self.extra.items():
             table.setdefault(key, value)
         table["config"] = dict(self.config)
@@ -111,6 +117,7 @@ class Source:
             "type": self.type,
             "enabled": self.enabled,
             "dest": self.dest,
+            "interval": self.interval,
             "config": self.config,
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
@@ -134,6 +141,13 @@ class Config:
         defaults = self.document.get("defaults", {})
         return defaults.get("dest") if isinstance(defaults, dict) else None
 
+    @property
+    def default_interval(self) -> str | None:
+        """``[defaults] interval``: the interval of every source that has none of its own."""
+        defaults = self.document.get("defaults", {})
+        value = defaults.get("interval") if isinstance(defaults, dict) else None
+        return value if isinstance(value, str) else None
+
     def providers(self) -> dict[str, Any]:
         value = self.document.get("providers", {})
         return value if isinstance(value, dict) else {}
@@ -151,6 +165,29 @@ class Config:
         choices = list(self.sources) + [s.name for s in self.sources.values()]
         raise UsageError(f"no source named {ref!r} in {self.path}", hint=suggest(ref, choices, "pixsrc list"))
 
+    def name_taken(self, name: str, but: str | None = None) -> bool:
+        """Names are unique case-insensitively (`fetch "client assets"` must mean one source); ``but`` is
+        the id of the source being renamed."""
+        folded = name.strip().casefold()
+        return any(s.name.casefold() == folded and s.id != but for s in self.sources.values())
+
+    def check_name(self, name: str, but: str | None = None) -> str:
+        """A name the user chose, stripped; empty or taken ones are refused."""
+        name = name.strip()
+        if not name:
+            raise UsageError("the name must not be empty")
+        if self.name_taken(name, but):
+            raise UsageError(f"a source is already named {name!r}", hint="pick another --name")
+        return name
+
+    def free_name(self, base: str) -> str:
+        """A default name that is free: "Local folder", else "Local folder 2", ..."""
+        name, n = base.strip(), 1
+        while self.name_taken(name):
+            n += 1
+            name = f"{base.strip()} {n}"
+        return name
+
     def unique_id(self, name: str) -> str:
         base = slugify(name)
         candidate, n = base, 2
@@ -166,10 +203,8 @@ def slugify(text: str) -> str:
     return slug[:64].rstrip("-") or "source"
 
 
-_SOURCE_KEYS = frozenset({"name", "type", "enabled", "config", "dest", "created_at", "updated_at"})
+_SOURCE_KEYS = frozenset({"name", "type", "enabled", "config", "dest", "interval", "created_at", "updated_at"})
 
-# tomli-w writes "2026-11-25 10:00:00+00:00"; keep the file in the documented RFC 3339 "T...Z" form
-_UTC_DATETIME = re.compile(r"^(\s*[A-Za-z0-9_-]+ = )(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d(?:\.\d+)?)\+00:00$", re.M)
 _LOCATION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
@@ -210,6 +245,9 @@ def _parse_sources(path: Path, document: dict[str, Any]) -> dict[str, Source]:
         raise bad("defaults", "must be a table")
     if "dest" in defaults and not isinstance(defaults["dest"], str):
         raise bad("defaults.dest", "must be a string")
+    if "interval" in defaults:
+        _check_interval(path, "defaults.interval", defaults["interval"],
+                        'fix it in the file: [defaults] interval = "6h" (s, m, h, d, w)')
     tables = document.get("sources", {})
     if not isinstance(tables, dict):
         raise bad("sources", "must be a table of [sources.<id>] tables")
@@ -240,31 +278,83 @@ def _parse_sources(path: Path, document: dict[str, Any]) -> dict[str, Source]:
             if value is not None and not isinstance(value, datetime):
                 raise bad(f"{where}.{key}", "must be a TOML date-time such as 2026-11-25T10:00:00Z")
             stamps[key] = value
+        interval = table.get("interval")
+        if interval is not None:
+            _check_interval(path, f"{where}.interval", interval,
+                            f'fix it in the file: [sources.{source_id}] interval = "6h" (s, m, h, d, w)')
         extra = {key: value for key, value in table.items() if key not in _SOURCE_KEYS}
-        sources[source_id] = Source(source_id, name, type_id, enabled, config, dest, **stamps, extra=extra)
+        sources[source_id] = Source(source_id, name, type_id, enabled, config, dest, **stamps, extra=extra,
+                                    interval=interval)
     return sources
 
 
-def save_config(config: Config, real: Path | None = None) -> None:
-    """Write ``config`` to its file; ``real``: the link's target already resolved (and locked)."""
-    import tomli_w
+def _check_interval(path: Path, where: str, value: object, fix: str) -> None:
+    """An ``interval`` in the file: a duration string such as "6h" (see pixsrc.schedule)."""
+    from pixsrc.schedule import parse_interval
 
-    document = dict(config.document)
-    document.setdefault("version", CONFIG_VERSION)
-    document["sources"] = {sid: src.to_toml() for sid, src in config.sources.items()}
-    if not document["sources"]:
-        del document["sources"]
-    text = _UTC_DATETIME.sub(r"\1\2T\3Z", tomli_w.dumps(document))
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: {where}: must be a duration string such as \"6h\"", hint=fix)
+    try:
+        parse_interval(value, f"{path}: {where}")
+    except UsageError as exc:
+        raise ConfigError(exc.message, hint=fix) from None
+
+
+def save_config(config: Config, real: Path | None = None) -> None:
+    """Write what changed in ``config`` to its file; ``real``: the link's target already resolved (and locked).
+
+    The file as it is now is the base: only the tables and keys whose values differ from it are
+    touched (through tomlkit), so comments, blank lines, key order and spacing everywhere else stay
+    byte for byte. Nothing differs: nothing is written. A broken file raises, untouched.
+    """
     target = real if real is not None else real_file(config.path)
+    on_disk = load_config(target)
+    try:
+        text: str | None = target.read_text("utf-8")
+    except FileNotFoundError:
+        text = None
+    wanted = _view(config)
+    if same(_view(on_disk), wanted):
+        return
+    # a new file starts from nothing, so that `version = 1` is written too
+    new_text = _edited_text(text or "", _view(on_disk) if text is not None else {}, wanted, config)
     # the default folder is pixsrc's own; a folder named by --config / PIXSRC_CONFIG (or holding a
     # link's target) may be a dotfiles repo that is the user's to set: only new folders are 0700
     if target.parent == default_config_dir():
         tighten(target.parent)
     try:
-        atomic_write(target, text.encode("utf-8"))
+        atomic_write(target, new_text.encode("utf-8"))
     except OSError as exc:  # a full disk, a read-only folder: the old file is still there, unchanged
         raise ConfigError(f"cannot write {target}: {exc.strerror or exc}; the file was not changed",
                           hint="free some space or fix the folder's permissions, then run the command again") from None
+
+
+def _view(config: Config) -> dict[str, Any]:
+    """The file's content as pixsrc sees it: the document, with each source as it would write it."""
+    view = {key: value for key, value in config.document.items() if key != "sources"}
+    if config.sources:
+        view["sources"] = {sid: source.to_toml() for sid, source in config.sources.items()}
+    return view
+
+
+def _edited_text(text: str, old: dict[str, Any], new: dict[str, Any], config: Config) -> str:
+    """``text`` with the difference between ``old`` and ``new`` applied, the rest kept as written;
+    a result that does not read back as exactly what ``config`` says is never written."""
+    from pixsrc import toml_edit
+
+    def read_back(edited: str) -> dict[str, Any] | None:
+        try:
+            written = tomllib.loads(edited)
+            return _view(Config(config.path, written, _parse_sources(config.path, written)))
+        except (tomllib.TOMLDecodeError, ConfigError):
+            return None
+
+    edited = toml_edit.apply(text, old, new, read_back)
+    if edited is None:
+        raise ConfigError(f"cannot update {config.path} without rewriting parts of it you wrote; "
+                          "the file was not changed",
+                          hint="make this change by hand in the file (and please report the file's layout as a bug)")
+    return edited
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:

@@ -19,6 +19,7 @@ from pixsrc.config import Config, Source, state_dir
 from pixsrc.errors import (
     EXIT_AUTH,
     EXIT_BUSY,
+    EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PARTIAL,
@@ -35,7 +36,7 @@ from pixsrc.sync import Options, Outcome, Report, SyncRun
 from pixsrc.types import Asset, Controller, MemoryCache, SourceCache, SourceContext, SourceType
 
 # A run's exit code is that of its most severe source, in this order.
-STATUS_EXIT = {"interrupted": EXIT_INTERRUPTED, "invalid": EXIT_USAGE, "auth": EXIT_AUTH,
+STATUS_EXIT = {"error": EXIT_INTERNAL, "interrupted": EXIT_INTERRUPTED, "invalid": EXIT_USAGE, "auth": EXIT_AUTH,
                "unavailable": EXIT_UNAVAILABLE, "busy": EXIT_BUSY, "partial": EXIT_PARTIAL, "ok": EXIT_OK}
 
 
@@ -100,7 +101,10 @@ def _warn(source_id: str) -> Callable[[str], None]:
 
 def open_controller(source: Source, jobs: int, providers: dict[str, Any] | None = None,
                     cache: SourceCache | None = None,
-                    cancel: threading.Event | None = None) -> tuple[Controller, SourceContext]:
+                    cancel: threading.Event | None = None, *,
+                    secret: str | None = None) -> tuple[Controller, SourceContext]:
+    """The source's controller. ``secret``: use this API key instead of the stored one (`auth rotate`
+    checks a new key before it replaces the old one)."""
     stype = source_type(source)
     model = stype.validate(source.config, f"sources.{source.id}.config")
     auth = settings = None
@@ -113,6 +117,8 @@ def open_controller(source: Source, jobs: int, providers: dict[str, Any] | None 
     def get_secret() -> str | None:
         if stype.auth.kind == "none":
             return None
+        if secret is not None:
+            return secret
         from pixsrc import tokens
 
         try:
@@ -184,8 +190,12 @@ def empty_warning(source: Source, found: int, kept: int, include: list[str], exc
 def fetch_source(source: Source, options: Options, *, wait: bool, providers: dict[str, Any] | None = None,
                  on_outcome: Callable[[Outcome], None] = lambda o: None,
                  on_bytes: Callable[[int], None] | None = None,
-                 on_plan: Callable[[int, int], None] | None = None) -> tuple[Report, str | None]:
+                 on_plan: Callable[[int, int], None] | None = None,
+                 on_found: Callable[[int], None] | None = None,
+                 on_start: Callable[[str, int | None], None] | None = None) -> tuple[Report, str | None]:
     """Fetch one source; returns its report and, when it ended early, the one-line reason.
+
+    The ``on_*`` hooks are SyncRun's (progress: assets found, the plan, transfers started, bytes).
 
     Ctrl-C ends the run with status "interrupted" (what finished is recorded); the caller stops there.
     """
@@ -207,7 +217,8 @@ def fetch_source(source: Source, options: Options, *, wait: bool, providers: dic
         try:
             limit = context.provider.rate_limit() if context.provider is not None else None
             run = SyncRun(source.id, controller, state, options, on_bytes=on_bytes, on_plan=on_plan,
-                          cancel=cancel, limit=limit, user_agent=context.user_agent)
+                          on_found=on_found, on_start=on_start, cancel=cancel, limit=limit,
+                          user_agent=context.user_agent)
             try:
                 for outcome in run:
                     on_outcome(outcome)
@@ -228,6 +239,10 @@ def fetch_source(source: Source, options: Options, *, wait: bool, providers: dic
         elif isinstance(exc, SourceUnavailable):
             report.status = "unavailable"
         reason = report.message = _describe(exc)
+    except Exception as exc:  # a bug: the history must not call this run a success (fetch --due trusts it)
+        report.status = "error"
+        report.message = f"internal error: {type(exc).__name__}"
+        raise
     finally:
         if not options.dry_run:
             state.add_run(source.id, started, report.status, STATUS_EXIT[report.status], report.__dict__)

@@ -207,7 +207,7 @@ def three(config_file: Path) -> Path:
 
 def test_list_table(three: Path) -> None:
     out = ok("list").stdout.splitlines()
-    assert out[0].split() == ["ID", "NAME", "TYPE", "ENABLED", "DEST"]
+    assert out[0].split() == ["ID", "NAME", "TYPE", "ENABLED", "INTERVAL", "DEST"]
     assert out[1].split() == ["inbox", "Inbox", "local-fs", "yes"]
     assert out[2].split() == ["archive", "Archive", "local-fs", "no", "/srv/a"]
     assert out[3].split() == ["client-assets", "Client", "Assets", "remote-gallery", "yes"]
@@ -239,7 +239,10 @@ def test_show_json_has_auth_status_without_secret(three: Path) -> None:
         "status": "ok",
         "stored_in": "keyring keyrings.alt.file.PlaintextKeyring",
         "detail": None,
+        "stored_at": data["auth"]["stored_at"],
+        "age_days": 0.0,
     }
+    assert data["auth"]["stored_at"].endswith("Z")
     text = ok("show", "client-assets")
     assert "auth:     api-key: ok (keyring keyrings.alt.file.PlaintextKeyring)" in text.stdout
     assert "tok-SECRET-42" not in result.stdout + result.stderr + text.stdout + text.stderr
@@ -295,7 +298,7 @@ def test_edit_rejections_leave_the_file_alone(three: Path) -> None:
         (["--unset", "nope"], "--unset nope: remote-gallery has no field 'nope'"),
         (["--unset", "url"], "sources.client-assets.config.url: required field is missing"),
         (["--name", "inbox"], "a source is already named 'inbox'"),
-        (["--name", "  "], "--name must not be empty"),
+        (["--name", "  "], "the name must not be empty"),
     ]:
         result = run("edit", "client-assets", *args)
         assert result.exit_code == 2, args

@@ -72,6 +72,9 @@ def test_full_add_wizard(config_file: Path, isolated: Path) -> None:
     child.sendline(SECRET)  # hidden: the terminal does not echo it
     expect(child, "Name for this source [Remote gallery (HTTP)]:")
     child.sendline("Client Assets")
+    default_dest = isolated / "home" / "Pictures" / "pixsrc" / "client-assets"
+    expect(child, f"Download folder [{default_dest}]:")
+    child.sendline("")  # the default stays unpinned: a later defaults.dest still applies
     rest = finish(child)
     transcript.append(rest)
     assert child.exitstatus == 0, "".join(transcript)
@@ -110,11 +113,82 @@ def test_wizard_asks_only_what_flags_left_out(config_file: Path) -> None:
         child.sendline("")
     expect(child, "All files, not only images and videos (optional) [y/N]:")
     child.sendline("")
+    expect(child, "Download folder [")
+    child.sendline("")
     rest = finish(child)
     assert child.exitstatus == 0, rest
     assert "Name for this source" not in rest and "API key" not in rest
     source = tomllib.loads(config_file.read_text())["sources"]["inbox"]
     assert source["config"] == {"path": "~/Pictures/inbox", "recursive": False}
+    assert "dest" not in source  # Enter on the shown default pins nothing
+
+
+def local_fs_wizard(child, folder: Path) -> None:
+    """Answer a local-fs wizard's fields: the folder, then Enter on every optional one."""
+    expect(child, "Folder [e.g. ~/Pictures/inbox]:")
+    child.sendline(str(folder))
+    for _ in range(5):
+        expect(child, "(optional)")
+        child.sendline("")
+
+
+def test_a_taken_name_asks_again_and_keeps_every_answer(config_file: Path, tmp_path: Path) -> None:
+    from support.cli import run
+
+    assert run("add", "local-fs", "--name", "Inbox", "--set", f"path={tmp_path}").exit_code == 0
+    child = spawn("add", "local-fs")
+    local_fs_wizard(child, tmp_path / "photos")
+    expect(child, "Name for this source [Local folder]:")
+    child.sendline("inbox")  # taken (names are case-insensitive)
+    expect(child, "a source is already named 'inbox'")
+    expect(child, "Name for this source [Local folder]:")
+    child.sendline("Photos")
+    expect(child, "Download folder [")
+    child.sendline(str(tmp_path / "out"))
+    rest = finish(child)
+    assert child.exitstatus == 0, rest
+    source = tomllib.loads(config_file.read_text())["sources"]["photos"]
+    assert source["config"]["path"] == str(tmp_path / "photos")  # the answers before the name survived
+    assert source["dest"] == str(tmp_path / "out")
+
+
+def test_the_default_name_is_a_free_one(config_file: Path, tmp_path: Path) -> None:
+    from support.cli import run
+
+    assert run("add", "local-fs", "--set", f"path={tmp_path}").exit_code == 0  # takes "Local folder"
+    child = spawn("add", "local-fs")
+    local_fs_wizard(child, tmp_path)
+    expect(child, "Name for this source [Local folder 2]:")
+    child.sendline("")
+    expect(child, "Download folder [")
+    child.sendline("")
+    rest = finish(child)
+    assert child.exitstatus == 0, rest
+    assert tomllib.loads(config_file.read_text())["sources"]["local-folder-2"]["name"] == "Local folder 2"
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_without_a_keyring_the_typed_key_goes_to_the_file_store_or_nowhere(
+        config_file: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch, keep: bool) -> None:
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    child = spawn("add", "remote-gallery", "--name", "Client", "--set", f"url={URL}")
+    expect(child, "API key (sent as a Bearer token) (Enter to skip):")
+    child.sendline(SECRET)
+    expect(child, "no usable OS keyring")
+    expect(child, "instead? [y/N]:")
+    child.sendline("y" if keep else "n")
+    rest = finish(child)
+    assert child.exitstatus == 0, rest
+    assert "client" in tomllib.loads(config_file.read_text())["sources"]  # the source is saved either way
+    assert SECRET not in rest and SECRET not in config_file.read_text()
+    from support.cli import run
+
+    status = run("auth", "status", "client", "--json")
+    if keep:
+        assert "credential stored in file" in rest
+        assert '"stored_in": "file' in status.stdout, status.stdout + status.stderr
+    else:
+        assert "the key was not kept; add it later with `pixsrc auth login client`" in rest
 
 
 def test_remove_asks_on_a_terminal(config_file: Path) -> None:

@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup, TyperOption
 
 from pixsrc import __version__
-from pixsrc.cli import auth, common, fetch, sources, types_cmd
+from pixsrc.cli import add, auth, common, completion, doctor, fetch, share, sources, stats, types_cmd, watch
 
 GLOBAL_PANEL = "Global options"
 
@@ -91,10 +91,16 @@ app = typer.Typer(
 )
 
 
-sources.register(app)
-types_cmd.register(app)
+app.add_typer(add.app)
+app.add_typer(sources.app)
+app.add_typer(share.app)
+app.add_typer(types_cmd.app)
 app.add_typer(auth.app, name="auth")
-fetch.register(app)
+app.add_typer(completion.app)
+app.add_typer(fetch.app)
+app.add_typer(stats.app)
+app.add_typer(doctor.app)
+app.add_typer(watch.app)
 
 
 def _identity(file: int | str) -> tuple[int, int] | None:
@@ -107,6 +113,7 @@ def _identity(file: int | str) -> tuple[int, int] | None:
 
 
 def main() -> None:
+    completion.prepare()
     stdout_was = _identity(1)
     try:
         app(prog_name="pixsrc")  # standalone: always ends in SystemExit

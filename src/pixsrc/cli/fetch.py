@@ -4,74 +4,83 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pixsrc.cli.common import app_state, handle_errors, print_json, say, warn
+from pixsrc.cli.common import app_state, handle_errors, load, print_json, say, warn
+from pixsrc.cli.progress import human as _human
 
 if TYPE_CHECKING:
+    from pixsrc.cli.progress import Tally
     from pixsrc.config import Config, Source
     from pixsrc.sync import Outcome, Report
+
+app = typer.Typer()
 
 Globs = Annotated[list[str] | None, typer.Option(
     metavar="GLOB", help="Repeatable or comma-separated: '*.{jpg,png}' (any folder), '2024/*' (that folder only), "
                          "'2024/**' (and below).")]
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
+@app.command(epilog="Examples: pixsrc fetch client-assets --dest ~/assets\n\n"
+                    "  pixsrc fetch --all --json -q > report.json\n\n"
+                    "  pixsrc fetch --all -q -v 2>> fetch.log\n\n"
+                    "  pixsrc fetch client-assets --list --json\n\n"
+                    "  pixsrc fetch inbox --include '2024/**/*.{jpg,png}' --exclude 'tmp/**'")
+@handle_errors
+def fetch(
+    ctx: typer.Context,
+    refs: Annotated[list[str] | None, typer.Argument(metavar="[SOURCE]...", help="Ids or names.")] = None,
+    all_enabled: Annotated[bool, typer.Option("--all", help="Every enabled source.")] = False,
+    due: Annotated[bool, typer.Option(
+        "--due", help="Only the (named, else enabled) sources whose interval has passed since their last "
+                      "successful fetch: one cron line for all, e.g. */5 * * * * pixsrc fetch --due -q.")] = False,
+    list_only: Annotated[bool, typer.Option("--list", help="List assets, download nothing.")] = False,
+    dest: Annotated[str | None, typer.Option(
+        "--dest", metavar="DIR", help="Download folder; beats a source's own dest (several: DIR/<id>).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="Parallel downloads.")] = 8,
+    include: Globs = None,
+    exclude: Globs = None,
+    prune: Annotated[bool, typer.Option("--prune", help="Delete local files whose asset is gone.")] = False,
+    max_delete: Annotated[int | None, typer.Option(
+        "--max-delete", metavar="N", min=0,
+        help="With --prune: delete at most N files (default: 100, or half the source if fewer).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace files changed locally.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for another fetch of a source to end.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="A line per asset fetched, updated, adopted, renamed, skipped, gone or pruned "
+                                "(also with -q).")] = False,
+) -> None:
+    """Download new and changed assets (or --list them). Re-runs fetch only what changed."""
+    from pixsrc.fetch import select_sources
+    from pixsrc.paths import check_globs
 
+    quiet = app_state(ctx).quiet
 
-def register(app: typer.Typer) -> None:
-    @app.command(epilog="Examples: pixsrc fetch client-assets --dest ~/assets\n\n"
-                        "  pixsrc fetch --all --json -q > report.json\n\n"
-                        "  pixsrc fetch client-assets --list --json\n\n"
-                        "  pixsrc fetch inbox --include '2024/**/*.{jpg,png}' --exclude 'tmp/**'")
-    @handle_errors
-    def fetch(
-        ctx: typer.Context,
-        refs: Annotated[list[str] | None, typer.Argument(metavar="[SOURCE]...", help="Ids or names.")] = None,
-        all_enabled: Annotated[bool, typer.Option("--all", help="Every enabled source.")] = False,
-        list_only: Annotated[bool, typer.Option("--list", help="List assets, download nothing.")] = False,
-        dest: Annotated[str | None, typer.Option(
-            "--dest", metavar="DIR", help="Download folder; beats a source's own dest (several: DIR/<id>).")] = None,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
-        jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="Parallel downloads.")] = 8,
-        include: Globs = None,
-        exclude: Globs = None,
-        prune: Annotated[bool, typer.Option("--prune", help="Delete local files whose asset is gone.")] = False,
-        max_delete: Annotated[int | None, typer.Option(
-            "--max-delete", metavar="N", min=0,
-            help="With --prune: delete at most N files (default: 100, or half the source if fewer).")] = None,
-        force: Annotated[bool, typer.Option("--force", help="Replace files changed locally.")] = False,
-        wait: Annotated[bool, typer.Option("--wait", help="Wait for another fetch of a source to end.")] = False,
-        json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
-    ) -> None:
-        """Download new and changed assets (or --list them). Re-runs fetch only what changed."""
-        from pixsrc.config import load_config
-        from pixsrc.fetch import select_sources
-        from pixsrc.paths import check_globs
+    # one syntax with the config's lists: split on commas outside {...}, checked before any listing
+    include, exclude = check_globs(include or [], "--include"), check_globs(exclude or [], "--exclude")
+    cfg = load(ctx)
+    sources = select_sources(cfg, refs or [], all_enabled or (due and not refs))
+    if not sources and not quiet:
+        say(f"no enabled sources in {cfg.path}; see `pixsrc list`")
+    not_due: list[dict[str, Any]] = []
+    if due:  # schedule.py has the rules; the sources not due are named, and listed in --json
+        from pixsrc.config import state_dir
+        from pixsrc.schedule import describe, due_sources
 
-        quiet = app_state(ctx).quiet
-
-        # one syntax with the config's lists: split on commas outside {...}, checked before any listing
-        include, exclude = check_globs(include or [], "--include"), check_globs(exclude or [], "--exclude")
-        cfg = load_config(app_state(ctx).config_path)
-        sources = select_sources(cfg, refs or [], all_enabled)
-        if not sources and not quiet:
-            say(f"no enabled sources in {cfg.path}; see `pixsrc list`")
-        if list_only:
-            _list(sources, include or [], exclude or [], json_out, cfg.providers())
-            return
-        _fetch(cfg, sources, dest, dry_run, jobs, include or [], exclude or [], prune, force, wait, json_out,
-               quiet, max_delete)
+        sources, waiting = due_sources(cfg, sources, state_dir())
+        for plan in waiting:
+            say(describe(plan))
+        not_due = [plan.as_json() for plan in waiting]
+    if list_only:
+        _list(sources, include or [], exclude or [], json_out, cfg.providers())
+        return
+    _fetch(cfg, sources, dest, dry_run, jobs, include or [], exclude or [], prune, force, wait, json_out,
+           quiet, max_delete, verbose, not_due=not_due)
 
 
 def _list(sources: list[Source], include: list[str], exclude: list[str], json_out: bool,
@@ -101,30 +110,41 @@ def _list(sources: list[Source], include: list[str], exclude: list[str], json_ou
 
 def _fetch(cfg: Config, sources: list[Source], dest: str | None, dry_run: bool, jobs: int, include: list[str],
            exclude: list[str], prune: bool, force: bool, wait: bool, json_out: bool, quiet: bool,
-           max_delete: int | None = None) -> None:
+           max_delete: int | None = None, verbose: bool = False, not_due: list[dict[str, Any]] | None = None) -> None:
+    from pixsrc.cli.progress import asset_line, for_terminal
     from pixsrc.fetch import destination, empty_warning, exit_code, fetch_source, install_sigterm_handler
     from pixsrc.sync import Options
 
     install_sigterm_handler()
     several = len(sources) > 1
-    show_progress = sys.stderr.isatty() and not quiet
     reports = []
     print_plan = dry_run and not json_out
+    asset_lines = verbose and not dry_run  # a dry run lists its changes on stdout already
     for source in sources:
         options = Options(dest=destination(cfg, source, dest, several), jobs=jobs, include=include,
                           exclude=exclude, dry_run=dry_run, prune=prune, force=force, max_delete=max_delete)
-        progress = _Progress(source.id) if show_progress else None
+        progress = None if quiet else for_terminal(source.id)
 
-        def on_outcome(outcome: Outcome, progress: _Progress | None = progress) -> None:
+        def on_outcome(outcome: Outcome, progress: Tally | None = progress, source_id: str = source.id) -> None:
             if print_plan:
                 _print_dry_run(outcome)
-            if progress:
+            if asset_lines and (line := asset_line(source_id, outcome)):
+                if progress is not None:
+                    progress.print(line)
+                else:
+                    warn(line)
+            if progress is not None:
                 progress.outcome(outcome)
 
-        with progress or nullcontext():
+        if progress is None:  # no hooks at all: nothing to count
             report, reason = fetch_source(source, options, wait=wait, providers=cfg.providers(),
-                                          on_outcome=on_outcome, on_bytes=progress.advance_bytes if progress else None,
-                                          on_plan=progress.plan if progress else None)
+                                          on_outcome=on_outcome)
+        else:
+            with progress:
+                report, reason = fetch_source(source, options, wait=wait, providers=cfg.providers(),
+                                              on_outcome=on_outcome, on_bytes=progress.add_bytes,
+                                              on_plan=progress.plan, on_found=progress.found,
+                                              on_start=progress.start)
         reports.append(report)
         if reason:  # controllers name their source too: say it once
             warn(f"error: {source.id}: {reason.removeprefix(f'{source.id}: ')}")
@@ -133,8 +153,8 @@ def _fetch(cfg: Config, sources: list[Source], dest: str | None, dry_run: bool, 
         if not reason and (empty := empty_warning(source, report.found, report.listed, include, exclude)):
             warn(f"warning: {source.id}: {empty}")  # even with -q: a cron log must say why nothing came
         if not quiet:
-            say(_summary(report, options.dest))
-        if not quiet or report.failed:
+            say(summary(report, options.dest))
+        if not asset_lines and (not quiet or report.failed):  # -v named each of them already
             for error in report.errors[:20]:
                 warn(f"  {error['path']}: {error['error']}")
             if len(report.errors) > 20:
@@ -142,7 +162,7 @@ def _fetch(cfg: Config, sources: list[Source], dest: str | None, dry_run: bool, 
         if report.status == "interrupted":
             break
     if json_out:
-        print_json({"schema": 1, "sources": [r.as_json() for r in reports]})
+        print_json({"schema": 1, "sources": [*(r.as_json() for r in reports), *(not_due or [])]})
     code = exit_code(reports)
     if code:
         raise typer.Exit(code)
@@ -153,7 +173,8 @@ def _print_dry_run(outcome: Outcome) -> None:
         print(f"would {'fetch' if outcome.action == 'downloaded' else outcome.action.rstrip('d')}: {outcome.path}")
 
 
-def _summary(report: Report, dest: Path) -> str:
+def summary(report: Report, dest: Path) -> str:
+    """The one line a fetch of a source ends with (fetch and watch)."""
     verb = "would fetch" if report.dry_run else "fetched"
     parts = [f"{report.listed} listed", f"{report.downloaded} new", f"{report.updated} updated",
              f"{report.unchanged} unchanged"]
@@ -163,40 +184,8 @@ def _summary(report: Report, dest: Path) -> str:
         parts.append(f"{report.failed} failed")
     if report.deleted or report.pruned:
         parts.append(f"{report.deleted} deleted at source, {report.pruned} pruned")
+    rate = ""
+    if report.bytes and report.seconds > 0 and not report.dry_run:
+        rate = f" ({_human(report.bytes / report.seconds)}/s)"  # the average over the whole run, listing included
     return (f"{report.source}: {report.status}: {', '.join(parts)}; {verb} {_human(report.bytes)} "
-            f"in {report.seconds:.1f} s -> {dest}")
-
-
-class _Progress:
-    """Files and bytes on stderr, only when stderr is a terminal."""
-
-    def __init__(self, source_id: str) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[size]}"), TimeElapsedColumn(),
-                                  console=Console(stderr=True), transient=True)
-        self._task = self._progress.add_task(f"{source_id}: listing", total=None, size="")
-        self.source_id = source_id
-        self._bytes = 0
-        self._total = ""
-
-    def __enter__(self) -> _Progress:
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
-
-    def plan(self, files: int, size: int) -> None:
-        self._total = f" / {_human(size)}" if size else ""
-        self._progress.update(self._task, description=self.source_id, total=files, completed=0)
-
-    def outcome(self, outcome: Outcome) -> None:
-        if outcome.action in ("downloaded", "updated", "failed"):
-            self._progress.advance(self._task)
-
-    def advance_bytes(self, n: int) -> None:  # from the download threads; rich locks internally
-        self._bytes += n
-        self._progress.update(self._task, size=_human(self._bytes) + self._total)
+            f"in {report.seconds:.1f} s{rate} -> {dest}")
