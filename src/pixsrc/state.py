@@ -114,11 +114,29 @@ def _open_private(path: Path) -> None:
         tighten(path.with_name(path.name + suffix))
 
 
+def _switch_to_wal(db: sqlite3.Connection) -> None:
+    """WAL mode, once per database file (it stays set in the file).
+
+    Switching needs the database to itself, and SQLite answers "database is locked" at once instead of
+    waiting (the busy timeout does not apply): two processes, or watch's threads, opening a new state
+    database together would fail. The switch is retried for a while (tenacity) when that happens.
+    """
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
+    def locked(exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+    for attempt in Retrying(retry=retry_if_exception(locked), stop=stop_after_delay(30),
+                            wait=wait_random_exponential(multiplier=0.01, max=0.5), reraise=True):
+        with attempt:
+            db.execute("PRAGMA journal_mode=WAL")
+
+
 class State:
     def __init__(self, path: Path) -> None:
         _open_private(path)
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(self.db)
         self.db.execute("PRAGMA synchronous=NORMAL")
         migrate(self.db)
 
