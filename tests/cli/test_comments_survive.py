@@ -169,6 +169,15 @@ def test_a_write_changes_only_its_table(hand_written: Path, case: str) -> None:
         assert document["sources"]["inbox"]["notes"] == "hand-written, unknown to pixsrc"
 
 
+def test_import_adds_its_table_and_changes_nothing_else(hand_written: Path, tmp_path: Path) -> None:
+    document = tmp_path / "team.toml"
+    document.write_text('format = 1\n\n[sources.camera]\nname = "Camera"\ntype = "local-fs"\n\n'
+                        '[sources.camera.config]\npath = "/tmp/camera"\n', "utf-8")
+    result = run("import", str(document))
+    assert result.exit_code == 0, result.stderr
+    assert stamped(hand_written) == edited(HAND_WRITTEN, [(END, CAMERA_TABLE + END)])
+
+
 def test_writes_in_a_row(hand_written: Path) -> None:
     for command in (["remove", "inbox", "--yes"], ["add", "local-fs", "--name", "Camera", "--set",
                     "path=/tmp/camera"], ["remove", "archive", "--yes"], ["disable", "camera"]):
