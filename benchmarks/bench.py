@@ -584,6 +584,17 @@ def find_pixsrc(explicit: str | None) -> str:
     return found
 
 
+def precompile(pixsrc: str) -> str:
+    """Byte-compile the pixsrc being measured, as `pip install` does for a real install.
+
+    An editable install (or PYTHONDONTWRITEBYTECODE, set on some machines) leaves pixsrc's own
+    modules uncompiled: every run would pay ~0.1 s of compiling that no user pays."""
+    code = ("import compileall, pathlib, pixsrc; "
+            "print(compileall.compile_dir(pathlib.Path(pixsrc.__file__).parent, quiet=1))")
+    returncode, out = run([pixsrc_python(pixsrc), "-c", code])
+    return "byte-compiled" if returncode == 0 and out.strip().endswith("True") else f"not byte-compiled: {out[-200:]}"
+
+
 def engine(pixsrc: str) -> str:
     returncode, _ = run([pixsrc_python(pixsrc), "-c", "import pixsrc.transfer"])
     return "new (pixsrc.transfer)" if returncode == 0 else "old (no pixsrc.transfer)"
@@ -645,7 +656,8 @@ def main(argv: list[str] | None = None) -> int:
     if tool("hyperfine") is None:
         print("hyperfine is not installed (apt-get install hyperfine): timing with a plain loop instead")
     rclone, curl = tool("rclone"), tool("curl")
-    print(f"pixsrc {tool_version([pixsrc, '--version'])} at {pixsrc}, engine {engine(pixsrc)}")
+    print(f"pixsrc {tool_version([pixsrc, '--version'])} at {pixsrc}, engine {engine(pixsrc)}, "
+          f"{precompile(pixsrc)}")
     print(f"rclone: {tool_version(['rclone', 'version']) if rclone else 'missing'}; "
           f"curl: {tool_version(['curl', '--version']).split(' (')[0] if curl else 'missing'}; "
           f"nginx: {tool_version(['nginx', '-v']) if tool('nginx') else 'missing'}; "

@@ -121,6 +121,8 @@ def _switch_to_wal(db: sqlite3.Connection) -> None:
     waiting (the busy timeout does not apply): two processes, or watch's threads, opening a new state
     database together would fail. The switch is retried for a while (tenacity) when that happens.
     """
+    if db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        return  # the common case: asking needs no lock
     from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
     def locked(exc: BaseException) -> bool:

@@ -287,6 +287,7 @@ class TransferLoop:
         # the API plane's choice of proxy, made once for both planes (api.ProxySettings: NO_PROXY with
         # CIDR entries, loopback never proxied); libcurl is told it per handle, never left to guess
         self._proxies = ProxySettings.from_environment()
+        self._proxy_by_origin: dict[tuple[str, str], str] = {}  # (scheme, origin) -> proxy URL, "" for none
         self._free: list[pycurl.Curl] = []
         self._queue: deque[Job] = deque()
         self._seq = 0
@@ -446,8 +447,7 @@ class TransferLoop:
             handle.setopt(pycurl.CAINFO, self._cafile)
         if self._capath:
             handle.setopt(pycurl.CAPATH, self._capath)
-        parts = urlsplit(url)
-        handle.setopt(pycurl.PROXY, self._proxies.proxy_for(parts.scheme, parts.hostname or "") or "")  # "": direct
+        handle.setopt(pycurl.PROXY, self._proxy_for(url))
         if transfer.method == "POST":
             handle.setopt(pycurl.POST, 1)
             handle.setopt(pycurl.POSTFIELDSIZE, len(transfer.body or b""))
@@ -457,6 +457,16 @@ class TransferLoop:
                 handle.setopt(pycurl.HTTPHEADER, [*lines, "Content-Type:"])
         handle.setopt(pycurl.HEADERFUNCTION, attempt.header)
         handle.setopt(pycurl.WRITEFUNCTION, attempt.write)
+
+    def _proxy_for(self, url: str) -> str:
+        """The proxy for a URL ("": direct), decided once per origin: a run sends thousands to one."""
+        origin = url.split("/", 3)[2] if url.count("/") >= 2 else url
+        key = (url[:5].lower(), origin)  # "https" or "http:", user@host:port
+        proxy = self._proxy_by_origin.get(key)
+        if proxy is None:
+            parts = urlsplit(url)
+            proxy = self._proxy_by_origin[key] = self._proxies.proxy_for(parts.scheme, parts.hostname or "") or ""
+        return proxy
 
     # -- finished transfers -------------------------------------------------------------------
 

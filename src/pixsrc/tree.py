@@ -42,6 +42,7 @@ class SafeTree:
     def __init__(self, dest: Path) -> None:
         self.dest = dest
         self._safe_dirs: set[Path] = set()
+        self._safe_names: set[str] = set()  # the same folders as strings, for the per-file check
         self._parts: dict[Path, set[str]] = {}
         self._made = False
 
@@ -71,6 +72,8 @@ class SafeTree:
 
     def safe_parent(self, target: Path) -> None:
         """Create the folders below dest, refusing to go through a symlink or a non-folder."""
+        if os.path.dirname(target) in self._safe_names:  # thousands of files share a few folders: no Path work
+            return
         parent = target.parent
         if parent in self._safe_dirs:
             return
@@ -89,6 +92,7 @@ class SafeTree:
             if st is not None and not stat.S_ISDIR(st.st_mode):
                 raise AssetError(f"refusing to write through {current}: not a plain folder (symlink?)")
             self._safe_dirs.add(current)
+        self._safe_names.add(os.path.dirname(target))
 
     def part_for(self, target: Path, asset_id: str, version: str, drop_others: bool) -> Path:
         """The ``.part`` file for this asset version, its folder made safe; with ``drop_others``
@@ -134,4 +138,5 @@ class SafeTree:
             except OSError:
                 return
             self._safe_dirs.discard(folder)
+            self._safe_names.discard(str(folder))
             folder = folder.parent

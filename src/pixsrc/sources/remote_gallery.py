@@ -65,6 +65,11 @@ class RemoteGalleryConfig(SourceConfig):
 _HREF = re.compile(r"""<a\s[^>]*?href\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>"']+))""", re.IGNORECASE)
 
 
+# A relative link urljoin would only append to its folder's URL: one name (a folder's with its "/"), in
+# characters a URL carries as they are; no ":" (a scheme), "?" , "#", leading "/" or inner "/".
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=@-]+/?")
+
+
 def _hrefs(page: str) -> Iterator[str]:
     for match in _HREF.finditer(page):
         href = match[1] if match[1] is not None else match[2] if match[2] is not None else match[3]
@@ -285,24 +290,34 @@ class RemoteGalleryController:
         def scan(page_base: str, page_body: bytes, depth: int) -> tuple[list[Asset], list[str]]:
             found: list[Asset] = []
             folders: list[str] = []
+            page = urlsplit(page_base)
+            # a folder page inside the gallery: a plain name in it (what autoindex writes) joins by appending
+            # it, so the per-link cost of urljoin + urlsplit (a third of a no-op re-fetch) is paid only for
+            # the links that need them
+            plain_page = (page_base.endswith("/") and not page.query and not page.fragment
+                          and page.netloc == parts.netloc and page.path.startswith(base_path))
             for href in _hrefs(page_body.decode("utf-8", "replace")):
-                try:
-                    target = urlsplit(urljoin(page_base, href))
-                except ValueError:  # an unbalanced IPv6 bracket and the like: not a link we follow
-                    continue
-                if {".", ".."} & set(unquote(target.path).split("/")):
+                if plain_page and _PLAIN_NAME.fullmatch(href):
+                    path, clean = page.path + href, page_base + href
+                else:
+                    try:
+                        target = urlsplit(urljoin(page_base, href))
+                    except ValueError:  # an unbalanced IPv6 bracket and the like: not a link we follow
+                        continue
+                    if target.query or target.scheme not in ("http", "https") or target.netloc != parts.netloc:
+                        continue  # sorting links, other hosts
+                    path = target.path
+                    clean = urlunsplit((target.scheme, target.netloc, path, "", ""))
+                if {".", ".."} & set(unquote(path).split("/")):
                     continue  # encoded dot segments (%2e%2e/) a server would resolve above the gallery
-                if target.query or target.scheme not in ("http", "https") or target.netloc != parts.netloc:
-                    continue  # sorting links, other hosts
-                if not target.path.startswith(base_path) or target.path == base_path:
+                if not path.startswith(base_path) or path == base_path:
                     continue  # never above the gallery URL
-                clean = urlunsplit((target.scheme, target.netloc, target.path, "", ""))
-                if target.path.endswith("/"):
+                if path.endswith("/"):
                     if clean not in visited and depth < self.config.max_depth:
                         visited.add(clean)
                         folders.append(clean)
                     continue
-                rel = unquote(target.path[len(base_path):])
+                rel = unquote(path[len(base_path):])
                 if rel not in files and (self.config.all_files or is_media(rel)):
                     files.add(rel)
                     found.append(Asset(id=rel, path=rel, version="", media_type=media_type(rel),
