@@ -91,16 +91,17 @@ app = typer.Typer(
 )
 
 
+# the order of `pixsrc --help`: managing sources, fetching, signing in, then the rest
 app.add_typer(add.app)
 app.add_typer(sources.app)
-app.add_typer(share.app)
-app.add_typer(types_cmd.app)
-app.add_typer(auth.app, name="auth")
-app.add_typer(completion.app)
 app.add_typer(fetch.app)
+app.add_typer(watch.app)
+app.add_typer(auth.app, name="auth")
+app.add_typer(types_cmd.app)
+app.add_typer(share.app)
 app.add_typer(stats.app)
 app.add_typer(doctor.app)
-app.add_typer(watch.app)
+app.add_typer(completion.app)
 
 
 def _identity(file: int | str) -> tuple[int, int] | None:
