@@ -307,7 +307,7 @@ def status(source_id: str, kind: str, required: bool = True, now: float | None =
     except AuthRequired as exc:
         return {**row, "status": "error", "detail": exc.message}
     if credential is None:
-        detail = ("not set (optional: needs no credential unless the source asks for one)" if not required
+        detail = ("optional: none needed unless the source asks for one" if not required
                   else f"run: pixsrc auth login {source_id}")
         return {**row, "status": "missing", "detail": detail}
     return {**row, "status": "ok", "stored_in": credential.stored_in, "detail": None,

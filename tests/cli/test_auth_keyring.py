@@ -311,12 +311,12 @@ def test_hanging_keyring_status_reports_an_error(source: str, tmp_path: Path, st
 @pytest.mark.parametrize(
     ("command", "expected"),
     [
-        (["auth", "status"], "local: none: none (needs no credential)"),
-        (["auth", "status", "gallery", "--json"], "needs no credential unless the source asks for one"),
+        (["auth", "status"], "local: needs no credential"),
+        (["auth", "status", "gallery", "--json"], "optional: none needed unless the source asks for one"),
         (["auth", "logout", "gallery"], "no stored credential for 'gallery'"),
         (["auth", "logout", "local"], "source 'local' (local-fs) needs no credential"),
         (["auth", "check"], "local: ok: needs no credential"),
-        (["show", "gallery"], "api-key: missing (not set (optional"),
+        (["show", "gallery"], "api-key: missing (optional: none needed"),
         (["remove", "gallery", "--yes"], "removed 'gallery'"),
         (["remove", "local", "--yes"], "removed 'local'"),
     ],
@@ -343,8 +343,8 @@ def test_status_of_sources_without_a_credential(source: str, tmp_path: Path) -> 
     result = run_subprocess("auth", "status", env=FAIL_BACKEND)
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
-        "gallery: api-key: missing (not set (optional: needs no credential unless the source asks for one))\n"
-        "local: none: none (needs no credential)\n"
+        "gallery: api-key: missing (optional: none needed unless the source asks for one)\n"
+        "local: needs no credential\n"
     )
     logout = run_subprocess("auth", "logout", "local", env=FAIL_BACKEND)
     assert logout.returncode == 0

@@ -122,6 +122,8 @@ def _status_row(source: Source, providers: dict[str, Any]) -> dict[str, Any]:
 
 def _status_text(row: dict[str, Any]) -> str:
     where = row["stored_in"] or row["detail"] or ""
+    if row["kind"] == "none":
+        return f"{row['source']}: needs no credential"
     line = f"{row['source']}: {row['kind'] or '?'}: {row['status']}" + (f" ({where})" if where else "")
     if row.get("scopes"):
         line += f"\n    scopes: {' '.join(row['scopes'])}"
