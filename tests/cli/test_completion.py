@@ -35,6 +35,8 @@ def test_bash_completes_commands_sub_commands_and_source_ids(config_file: Path, 
     assert bash_complete(["pixsrc", "auth", "log"], env) == ["login", "logout"]
     assert bash_complete(["pixsrc", "show", "m"], env) == ["my-inbox", "mine-two"]
     assert bash_complete(["pixsrc", "edit", "o"], env) == ["other"]
+    assert bash_complete(["pixsrc", "fetch", "my-inbox", "m"], env) == ["my-inbox", "mine-two"]
+    assert bash_complete(["pixsrc", "auth", "login", "mi"], env) == ["mine-two"]
     # a broken config completes nothing, quietly: Tab must never print a traceback into the prompt
     config_file.write_text("[sources\n")
     assert bash_complete(["pixsrc", "show", "m"], env) == []

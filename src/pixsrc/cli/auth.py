@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pixsrc.cli.common import handle_errors, is_interactive, load, print_json, say, warn
+from pixsrc.cli.common import SourceArg, handle_errors, is_interactive, load, print_json, say, warn
 from pixsrc.errors import UsageError
 
 if TYPE_CHECKING:
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Sign sources in and out; credentials live in the OS keyring, never in the config.",
                   epilog="Example: pixsrc auth login my-drive", no_args_is_help=True)
 
-SourceArg = Annotated[str, typer.Argument(metavar="SOURCE", help="Id or name.")]
 StoreOption = Annotated[str | None, typer.Option("--store", metavar="keyring|file",
                                                  help="Where to keep it (file: mode-0600 file in the state dir).")]
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
@@ -48,6 +48,21 @@ def app_state(ctx: typer.Context) -> AppState:
     if not isinstance(root.obj, AppState):
         root.obj = AppState()
     return root.obj
+
+
+def source_ids(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Tab on a SOURCE argument: the ids in the config this command line names (quietly nothing if broken)."""
+    from pixsrc.config import load_config
+    from pixsrc.errors import PixsrcError
+
+    try:
+        cfg = load_config(app_state(ctx).config_path)
+    except (PixsrcError, OSError):
+        return []
+    return [source_id for source_id in cfg.sources if source_id.startswith(incomplete)]
+
+
+SourceArg = Annotated[str, typer.Argument(metavar="SOURCE", help="Id or name.", autocompletion=source_ids)]
 
 
 def load(ctx: typer.Context) -> Config:

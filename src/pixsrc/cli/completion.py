@@ -39,16 +39,3 @@ def completion(shell: Annotated[Shell, typer.Argument(help="bash, zsh, fish or p
     from typer._completion_shared import get_completion_script
 
     print(get_completion_script(prog_name="pixsrc", complete_var=COMPLETE_VAR, shell=shell.value))
-
-
-def source_ids(ctx: typer.Context, incomplete: str) -> list[str]:
-    """Tab on a SOURCE argument: the ids in the config this command line names (quietly nothing if broken)."""
-    from pixsrc.cli.common import app_state
-    from pixsrc.config import load_config
-    from pixsrc.errors import PixsrcError
-
-    try:
-        cfg = load_config(app_state(ctx).config_path)
-    except (PixsrcError, OSError):
-        return []
-    return [source_id for source_id in cfg.sources if source_id.startswith(incomplete)]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pixsrc.cli.common import app_state, handle_errors, load, print_json, say, warn
+from pixsrc.cli.common import app_state, handle_errors, load, print_json, say, source_ids, warn
 from pixsrc.cli.progress import human as _human
 
 if TYPE_CHECKING:
@@ -32,7 +32,8 @@ Globs = Annotated[list[str] | None, typer.Option(
 @handle_errors
 def fetch(
     ctx: typer.Context,
-    refs: Annotated[list[str] | None, typer.Argument(metavar="[SOURCE]...", help="Ids or names.")] = None,
+    refs: Annotated[list[str] | None, typer.Argument(metavar="[SOURCE]...", help="Ids or names.",
+                                                     autocompletion=source_ids)] = None,
     all_enabled: Annotated[bool, typer.Option("--all", help="Every enabled source.")] = False,
     due: Annotated[bool, typer.Option(
         "--due", help="Only the (named, else enabled) sources whose interval has passed since their last "

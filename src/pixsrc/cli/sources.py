@@ -7,16 +7,23 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pixsrc.cli.add import IntervalOption, SetOption, ask_field, parse_sets, stored_config, take_interval
-from pixsrc.cli.common import app_state, handle_errors, is_interactive, load, print_json, print_table, say, warn
-from pixsrc.cli.completion import source_ids
+from pixsrc.cli.common import (
+    SourceArg,
+    app_state,
+    handle_errors,
+    is_interactive,
+    load,
+    print_json,
+    print_table,
+    say,
+    warn,
+)
 from pixsrc.errors import UsageError
 
 if TYPE_CHECKING:
     from pixsrc.config import Source
 
 app = typer.Typer()
-
-SourceArg = Annotated[str, typer.Argument(metavar="SOURCE", help="Id or name.", autocompletion=source_ids)]
 
 
 class _Unchanged(Exception):

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pixsrc.cli.common import app_state, handle_errors, load, say, warn
-from pixsrc.cli.completion import source_ids
+from pixsrc.cli.common import app_state, handle_errors, load, say, source_ids, warn
 
 if TYPE_CHECKING:
     from pixsrc.config import Source
