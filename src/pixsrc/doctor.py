@@ -2,9 +2,10 @@
 
 The checks, in the order they are shown: the config and state paths as this process resolves them
 (and which variables decided them: cron runs with another environment), the config file, plugins,
-the keyring; per source its type and settings, credential, OAuth client, provider hosts (DNS, TCP
-and a TLS handshake with pixsrc's own trust store) and destination; then the clock against a
-provider's ``Date`` header, and the locks.
+the keyring; per source its type and settings, credential, OAuth client, provider hosts (one HEAD
+request each through the API client, so DNS, TCP, TLS with pixsrc's trust store and the proxy are
+what a fetch would meet) and destination; then the clock against that answer's ``Date`` header,
+and the locks.
 
 Every failure names its fix and carries an exit code; the report's is the worst, in the order
 ``fetch`` uses: 2 (config, paths) before 3 (credentials, keyring) before 4 (network, destinations).
@@ -21,8 +22,6 @@ import dataclasses
 import email.utils
 import os
 import shutil
-import socket
-import ssl
 import tempfile
 import threading
 import time
@@ -152,7 +151,8 @@ def run(config_override: str | None = None, source_ref: str | None = None) -> Re
         for url in plan.urls:
             if _origin(url) not in seen:
                 seen.add(_origin(url))
-                per_source[plan.source.id].append(dataclasses.replace(reached[_origin(url)], source=plan.source.id))
+                per_source[plan.source.id].append(dataclasses.replace(reached[_origin(url)].check,
+                                                                      source=plan.source.id))
     for source in sources:
         if source.enabled or source_ref is not None:
             per_source[source.id].append(_destination_check(cfg, source))
@@ -365,23 +365,28 @@ def _origin(url: str) -> tuple[str, str, int]:
     return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
 
 
-def _start_network_checks(urls: list[str]) -> Callable[[], dict[tuple[str, str, int], Check]]:
+@dataclass(frozen=True)
+class _Reach:
+    """What one HEAD request to a host said: its network check, and its ``Date`` for the clock check."""
+
+    check: Check
+    date: str | None = None
+    asked_at: float = 0.0  # the middle of the request, to set against ``date``
+
+
+def _start_network_checks(urls: list[str]) -> Callable[[], dict[tuple[str, str, int], _Reach]]:
     """Start one thread per host; the returned function waits for them, NETWORK_LIMIT at most.
     Daemon threads, not a ThreadPoolExecutor: ``getaddrinfo`` has no timeout, and a hung lookup
     must not hold the process at exit."""
-    from pixsrc.api import ca_paths
-
-    cafile, capath = ca_paths()  # the trust store both planes use
-    context = ssl.create_default_context(cafile=cafile, capath=capath)
-    slots: list[Check | None] = [None] * len(urls)
+    slots: list[_Reach | None] = [None] * len(urls)
     threads = []
 
     def work(index: int, url: str) -> None:
         try:
-            slots[index] = _host_check(url, context)
+            slots[index] = _host_check(url)
         except Exception as exc:  # reported as a line, not a traceback on another thread
-            slots[index] = _fail("network", None, f"{_hostport(url)}: {type(exc).__name__}: {exc}", None,
-                                 EXIT_UNAVAILABLE)
+            slots[index] = _Reach(_fail("network", None, f"{_hostport(url)}: {type(exc).__name__}: {exc}", None,
+                                        EXIT_UNAVAILABLE))
 
     for index, url in enumerate(urls):
         thread = threading.Thread(target=work, args=(index, url), name="pixsrc-doctor", daemon=True)
@@ -390,12 +395,12 @@ def _start_network_checks(urls: list[str]) -> Callable[[], dict[tuple[str, str, 
 
     deadline = time.monotonic() + NETWORK_LIMIT + 0.5
 
-    def collect() -> dict[tuple[str, str, int], Check]:
+    def collect() -> dict[tuple[str, str, int], _Reach]:
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        return {_origin(url): slots[i] or _fail(
+        return {_origin(url): slots[i] or _Reach(_fail(
             "network", None, f"{_hostport(url)}: no answer within {NETWORK_LIMIT:g} s",
-            "check this machine's DNS (/etc/resolv.conf), network and proxy settings", EXIT_UNAVAILABLE)
+            "check this machine's DNS (/etc/resolv.conf), network and proxy settings", EXIT_UNAVAILABLE))
             for i, url in enumerate(urls)}
 
     return collect
@@ -406,96 +411,56 @@ def _hostport(url: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _host_check(url: str, context: ssl.SSLContext) -> Check:
-    """DNS, TCP and (for https) a TLS handshake verified with pixsrc's trust store; through the
-    proxy pixsrc would use for this host, if any, with one HEAD request instead."""
-    from pixsrc.api import ProxySettings
+def _host_check(url: str) -> _Reach:
+    """One HEAD request to the host's root, sent as fetch would send it: the API client (httpx) with
+    pixsrc's trust store and the proxy it would use. Any HTTP answer proves DNS, TCP and TLS."""
+    from pixsrc.api import Api, ApiError, ProxySettings, RetryPolicy, safe_url
 
-    scheme, host, port = _origin(url)
-    shown = _hostport(url)
+    scheme, host, _ = _origin(url)
     proxy = ProxySettings.from_environment().proxy_for(scheme, host)
-    if proxy is not None:
-        return _through_proxy(url, proxy)
-    deadline = time.monotonic() + NETWORK_LIMIT
-    try:
-        sock = socket.create_connection((host, port), timeout=NETWORK_LIMIT)
-    except socket.gaierror as exc:
-        return _fail("network", None, f"{host} does not resolve: {exc.strerror or exc}",
-                     "check the host name in the settings, and this machine's DNS (/etc/resolv.conf)",
-                     EXIT_UNAVAILABLE)
-    except TimeoutError:
-        return _fail("network", None, f"{shown}: no connection within {NETWORK_LIMIT:g} s",
-                     "a firewall? if this network needs a proxy, set HTTPS_PROXY", EXIT_UNAVAILABLE)
-    except OSError as exc:
-        return _fail("network", None, f"{shown}: cannot connect: {exc.strerror or exc}",
-                     "is the server up, and is the port in the URL right?", EXIT_UNAVAILABLE)
-    with sock:
-        address = sock.getpeername()[0]
-        if scheme != "https":
-            return _ok("network", None, f"{shown} ({address}) accepts connections (plain http: no TLS)")
-        sock.settimeout(max(0.1, deadline - time.monotonic()))
-        try:
-            with context.wrap_socket(sock, server_hostname=host) as tls:
-                version, cert = tls.version(), tls.getpeercert()
-        except ssl.SSLCertVerificationError as exc:
-            return _fail("network", None, f"{shown}: TLS certificate not trusted: {exc.verify_message or exc}",
-                         "a private CA or a TLS-inspecting proxy? point SSL_CERT_FILE at its CA bundle "
-                         "(in the crontab too)", EXIT_UNAVAILABLE)
-        except TimeoutError:
-            return _fail("network", None, f"{shown}: the TLS handshake did not finish within {NETWORK_LIMIT:g} s",
-                         "is that port really https?", EXIT_UNAVAILABLE)
-        except (ssl.SSLError, OSError) as exc:
-            return _fail("network", None, f"{shown}: TLS handshake failed: {exc}",
-                         "is that port really https? a proxy or firewall in the way?", EXIT_UNAVAILABLE)
-    until = ""
-    if cert and isinstance(cert.get("notAfter"), str):
-        expiry = time.gmtime(ssl.cert_time_to_seconds(str(cert["notAfter"])))
-        until = f", certificate valid until {time.strftime('%Y-%m-%d', expiry)}"
-    return _ok("network", None, f"{shown} ({address}): {version} handshake ok{until}")
-
-
-def _through_proxy(url: str, proxy: str) -> Check:
-    from pixsrc.api import Api, ApiError, RetryPolicy, safe_url
-
-    shown, via = _hostport(url), safe_url(proxy).rstrip("/")
-    parts = urlsplit(url)
-    try:
-        with Api(timeout=NETWORK_LIMIT, policy=RetryPolicy(retries=0)) as api:
-            response = api.request("HEAD", f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/")
-    except ApiError as exc:
-        return _fail("network", None, f"{shown} through the proxy {via}: {exc}",
-                     "check HTTPS_PROXY / HTTP_PROXY and NO_PROXY (and SSL_CERT_FILE for a TLS-inspecting proxy)",
-                     EXIT_UNAVAILABLE)
-    return _ok("network", None, f"{shown} answers through the proxy {via} (HTTP {response.status_code})")
-
-
-def _clock_check(plans: list[_Plan], reached: dict[tuple[str, str, int], Check]) -> Check | None:
-    """One HEAD request to the first host that passed (https first): its ``Date`` against our clock.
-    OAuth expiry and certificate dates depend on it. None when no host could be asked."""
-    from pixsrc.api import Api, ApiError, RetryPolicy
-
-    candidates = [(plan.source.id, url) for plan in plans for url in plan.urls
-                  if reached[_origin(url)].status == "ok"]
-    candidates.sort(key=lambda c: _origin(c[1])[0] != "https")
-    if not candidates:
-        return None
-    sid, url = candidates[0]
-    host = _hostport(url)
+    shown = _hostport(url) + (f" through the proxy {safe_url(proxy).rstrip('/')}" if proxy else "")
     try:
         with Api(timeout=NETWORK_LIMIT, policy=RetryPolicy(retries=0)) as api:
             sent = time.time()
-            response = api.request("HEAD", url)
+            response = api.request("HEAD", f"{scheme}://{urlsplit(url).netloc.rpartition('@')[2]}/")
             received = time.time()
     except ApiError as exc:
-        return _warn("clock", sid, f"could not ask {host} for the time: {exc}", "check the clock by hand: date -u")
-    date = response.headers.get("Date")
+        reason = str(exc).partition(" failed: ")[2] or str(exc)
+        return _Reach(_fail("network", None, f"{shown}: {reason}", _network_fix(reason, proxy), EXIT_UNAVAILABLE))
+    how = "over TLS, trusted by pixsrc's trust store" if scheme == "https" else "(plain http: no TLS)"
+    return _Reach(_ok("network", None, f"{shown} answers {how} (HTTP {response.status_code})"),
+                  response.headers.get("Date"), (sent + received) / 2)
+
+
+def _network_fix(reason: str, proxy: str | None) -> str:
+    if "certificate" in reason:
+        return "a private CA or a TLS-inspecting proxy? point SSL_CERT_FILE at its CA bundle (in the crontab too)"
+    if proxy is not None:
+        return "check HTTPS_PROXY / HTTP_PROXY and NO_PROXY"
+    if "name resolution" in reason or "not known" in reason or "getaddrinfo" in reason:
+        return "check the host name in the settings, and this machine's DNS (/etc/resolv.conf)"
+    if "Timeout" in reason or "timed out" in reason:
+        return "a firewall? if this network needs a proxy, set HTTPS_PROXY"
+    return "is the server up, and is the port in the URL right?"
+
+
+def _clock_check(plans: list[_Plan], reached: dict[tuple[str, str, int], _Reach]) -> Check | None:
+    """The ``Date`` of the first host that answered (https first) against our clock: OAuth expiry and
+    certificate dates depend on it. None when no host answered."""
+    candidates = [(plan.source.id, url, reached[_origin(url)]) for plan in plans for url in plan.urls
+                  if reached[_origin(url)].check.status == "ok"]
+    candidates.sort(key=lambda c: _origin(c[1])[0] != "https")
+    if not candidates:
+        return None
+    sid, url, reach = candidates[0]
+    host, date = _hostport(url), reach.date
     try:
-        theirs = email.utils.parsedate_to_datetime(date)
+        theirs = email.utils.parsedate_to_datetime(date or "")
     except (TypeError, ValueError):
         return _warn("clock", sid, f"{host} sent no usable Date header ({date!r})", "check the clock by hand: date -u")
     if theirs.tzinfo is None:
         theirs = theirs.replace(tzinfo=UTC)
-    offset = (sent + received) / 2 - theirs.timestamp()
+    offset = reach.asked_at - theirs.timestamp()
     if abs(offset) > CLOCK_SKEW:
         side = "ahead of" if offset > 0 else "behind"
         return _warn("clock", sid, f"this machine's clock is {abs(offset):.0f} s {side} {host}'s ({date})",
