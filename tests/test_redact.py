@@ -77,3 +77,17 @@ def test_registered_secret_is_masked_in_its_encoded_forms() -> None:
     for shown in (secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]):
         assert shown not in redact.redact(f"echo: {shown} end", patterns=False)
     assert redact.redact("echo: end", patterns=False) == "echo: end"
+
+
+def test_a_bearer_key_never_shows_itself_and_a_401_names_the_fix() -> None:
+    import pytest
+
+    from pixsrc import AuthRequired, BearerKey
+
+    key = BearerKey("s3cret-token-value", "src: the feed refused the key", "run: pixsrc auth login src")
+    assert "s3cret" not in repr(key) and "s3cret" not in str(key)
+    assert key.headers() == {"Authorization": "Bearer s3cret-token-value"}
+    with pytest.raises(AuthRequired) as refused:
+        key.unauthorized({})
+    assert refused.value.message == "src: the feed refused the key"
+    assert refused.value.hint == "run: pixsrc auth login src"

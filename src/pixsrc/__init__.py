@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _API = {
     "Asset": "pixsrc.types",
     "AuthSpec": "pixsrc.types",
+    "BearerKey": "pixsrc.types",
     "Checksum": "pixsrc.types",
     "Controller": "pixsrc.types",
     "Transfer": "pixsrc.types",

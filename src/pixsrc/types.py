@@ -264,6 +264,26 @@ class TransferAuth(Protocol):
     def unauthorized(self, sent_headers: Mapping[str, str], /) -> None: ...
 
 
+class BearerKey:
+    """A static key or token as a ``TransferAuth``: an ``Authorization: Bearer`` header. There is
+    nothing to refresh, so a 401 ends the source with exit 3: ``refused`` says what, ``hint`` the fix."""
+
+    def __init__(self, key: str, refused: str, hint: str) -> None:
+        self._key = key
+        self.refused, self.hint = refused, hint
+
+    def __repr__(self) -> str:  # never the key, not even in a traceback
+        return "BearerKey(<hidden>)"
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key}"}
+
+    def unauthorized(self, sent_headers: Mapping[str, str], /) -> None:
+        from pixsrc.errors import AuthRequired
+
+        raise AuthRequired(self.refused, hint=self.hint)
+
+
 @dataclass(frozen=True)
 class TransferError:
     """What a controller makes of a failed answer (see ``Transfer.on_error``).

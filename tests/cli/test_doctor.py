@@ -175,7 +175,7 @@ def test_plugin_problems_are_warnings(config_file: Path) -> None:
     assert all("pip uninstall" in c["fix"] for c in found)
 
 
-# -- network: one HEAD per host through the API client (trust store, proxy); the clock from its Date -------------------------------
+# -- network: one HEAD per host through the API client (trust store, proxy); the clock from its Date
 
 
 def test_tls_handshake_ok_with_the_trusted_ca_and_fail_with_another(

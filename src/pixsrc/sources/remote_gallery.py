@@ -35,6 +35,7 @@ from pixsrc.sources import is_media, media_type, origin, parse_time
 from pixsrc.types import (
     Asset,
     AuthSpec,
+    BearerKey,
     Checksum,
     HttpUrl,
     SourceConfig,
@@ -100,27 +101,6 @@ def _shown(url: str) -> str:
     return safe_url(url)
 
 
-class GalleryKey:
-    """The gallery's API key as a ``TransferAuth``: a Bearer header, and no refresh to try after a 401.
-
-    The controller attaches it only to requests for the gallery's own origin.
-    """
-
-    def __init__(self, key: str, source_id: str) -> None:
-        self._key = key
-        self.source_id = source_id
-
-    def __repr__(self) -> str:  # never the key, not even in a traceback
-        return f"GalleryKey({self.source_id!r})"
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._key}"}
-
-    def unauthorized(self, sent_headers: Mapping[str, str], /) -> None:
-        raise AuthRequired(f"{self.source_id}: the gallery refused the stored API key (HTTP 401)",
-                           hint=f"store its API key: pixsrc auth login {self.source_id}")
-
-
 class RemoteGalleryController:
     def __init__(self, context: SourceContext) -> None:
         self.config: RemoteGalleryConfig = context.config
@@ -128,7 +108,9 @@ class RemoteGalleryController:
         self.jobs = max(1, context.jobs)
         self.warn = context.warn
         secret = context.get_secret()
-        self.key = GalleryKey(secret, context.source_id) if secret else None
+        # attached only to requests for the gallery's own origin
+        self.key = BearerKey(secret, f"{context.source_id}: the gallery refused the stored API key (HTTP 401)",
+                             f"store its API key: pixsrc auth login {context.source_id}") if secret else None
         self.origin = origin(self.config.url)
         self._own: dict[str, bool] = {}  # URL prefix -> whether it is the gallery's own origin
         # no Api-wide auth: the key is added per request, for the gallery's own origin only
@@ -364,7 +346,7 @@ class RemoteGalleryController:
         def on_error(status: int, headers: Mapping[str, str], body: bytes) -> TransferError | None:
             if own and status in (401, 403):
                 if status == 401 and key is not None:
-                    return None  # the engine asks the key (GalleryKey.unauthorized: exit 3 with the hint)
+                    return None  # the engine asks the key (BearerKey.unauthorized: exit 3 with the hint)
                 return TransferError(f"the gallery answered HTTP {status} for {asset.path}; {hint}", auth=True)
             if not own and status in (401, 403):  # another host's refusal is about this file, not our key
                 return TransferError(f"HTTP {status} from {host}")

@@ -25,6 +25,7 @@ from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
 from pixsrc.types import (
     Asset,
     AuthSpec,
+    BearerKey,
     HttpUrl,
     SourceConfig,
     SourceContext,
@@ -116,32 +117,15 @@ def login_hint(source_id: str) -> str:
     return f"store its access token: pixsrc auth login {source_id}"
 
 
-class FeedToken:
-    """The access token as a ``TransferAuth``: a Bearer header. There is nothing to refresh, so a
-    refusal ends the source with exit 3 and the fix."""
-
-    def __init__(self, token: str, source_id: str) -> None:
-        self._token = token
-        self.source_id = source_id
-
-    def __repr__(self) -> str:  # never the token, not even in a traceback
-        return f"FeedToken({self.source_id!r})"
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._token}"}
-
-    def unauthorized(self, sent_headers: Mapping[str, str], /) -> None:
-        raise AuthRequired(f"{self.source_id}: the feed refused the stored access token (HTTP 401)",
-                           hint=login_hint(self.source_id))
-
-
 class JsonFeedController:
     def __init__(self, context: SourceContext) -> None:
         self.config: JsonFeedConfig = context.config
         self.source_id = context.source_id
         self.warn = context.warn
         secret = context.get_secret()
-        self.token = FeedToken(secret, context.source_id) if secret else None
+        # nothing to refresh: a 401 ends the source with exit 3 and the fix
+        refused = f"{context.source_id}: the feed refused the stored access token (HTTP 401)"
+        self.token = BearerKey(secret, refused, login_hint(context.source_id)) if secret else None
         self.origin = origin(self.config.url)
         # no client-wide credential: the token goes per request, to the feed's own origin only
         self.api = context.api(auth=None, headers={"Accept": ACCEPT})
