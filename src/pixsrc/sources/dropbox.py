@@ -255,13 +255,16 @@ class DropboxController:
         return AuthRequired(f"{self.source}: Dropbox refused the credential for {route} (HTTP 401 {tag})",
                             hint=f"run: pixsrc auth login {self.source}")
 
-    def _rpc(self, route: str, args: dict[str, Any], model: type[_Doc]) -> _Doc:
+    def _rpc(self, route: str, args: dict[str, Any], model: type[_Doc], *, client: Api | None = None,
+             base: str | None = None) -> _Doc:
         """An RPC call for the listing: JSON in, JSON out (providers.md 2.4: Content-Type application/json).
-        Idempotent: these routes only read, so a POST lost on the way may be sent again."""
+        Idempotent: these routes only read, so a POST lost on the way may be sent again. ``client`` and
+        ``base``: another host's (the long poll's notify host), else the API's."""
         self.requests += 1
         try:
-            response = self.http.post(f"{self.api_url}/2/{route}", content=json.dumps(args).encode(),
-                                      headers={"Content-Type": "application/json"}, idempotent=True)
+            response = (client or self.http).post(f"{base or self.api_url}/2/{route}",
+                                                  content=json.dumps(args).encode(),
+                                                  headers={"Content-Type": "application/json"}, idempotent=True)
         except ApiError as exc:
             raise SourceUnavailable(f"{self.source}: Dropbox {route}: {exc}") from None
         status = response.status_code
@@ -279,7 +282,7 @@ class DropboxController:
             raise SourceUnavailable(f"{self.source}: Dropbox rejected pixsrc's {route} request as malformed "
                                     f"(a pixsrc bug; please report it): {summary}")
         if status == 409:
-            if route == "files/list_folder/continue" and tags[:1] == ["reset"]:
+            if route in ("files/list_folder/continue", "files/list_folder/longpoll") and tags[:1] == ["reset"]:
                 raise _CursorReset()
             folder = self.config.path or "/"
             if tags[:2] == ["path", "not_found"]:
@@ -451,31 +454,14 @@ class DropboxController:
                                             timeout=float(LONGPOLL_MAX + LONGPOLL_JITTER + 30))
             self._notify.client.event_hooks["response"].append(_hint_from_body)
         seconds = int(min(LONGPOLL_MAX, max(LONGPOLL_MIN, timeout)))
-        route = "files/list_folder/longpoll"
         try:
-            response = self._notify.post(f"{self.notify_url}/2/{route}",
-                                         content=json.dumps({"cursor": cursor, "timeout": seconds}).encode(),
-                                         headers={"Content-Type": "application/json"}, idempotent=True)
-        except ApiError as exc:
-            raise SourceUnavailable(f"{self.source}: Dropbox {route}: {exc}") from None
-        status = response.status_code
-        if status == 200:
-            try:
-                answer = _Longpoll.model_validate_json(response.content)
-            except ValidationError as exc:
-                raise SourceUnavailable(f"{self.source}: Dropbox answered {route} with "
-                                        f"{describe_invalid(exc)}") from None
-            if answer.backoff:
-                self._not_before = time.monotonic() + answer.backoff
-            return answer.changes
-        tags, summary = _error_tags(response.content)
-        if status == 409 and tags[:1] == ["reset"]:
+            answer = self._rpc("files/list_folder/longpoll", {"cursor": cursor, "timeout": seconds}, _Longpoll,
+                               client=self._notify, base=self.notify_url)
+        except _CursorReset:
             return True  # ListFolderLongpollError.reset: the cursor died; the next listing makes a new one
-        detail = f": {summary}" if summary else ""
-        if status == 400:
-            raise SourceUnavailable(f"{self.source}: Dropbox rejected pixsrc's {route} request as malformed "
-                                    f"(a pixsrc bug; please report it){detail}")
-        raise SourceUnavailable(f"{self.source}: Dropbox {route}: HTTP {status}{detail}")
+        if answer.backoff:
+            self._not_before = time.monotonic() + answer.backoff
+        return answer.changes
 
     def verify(self) -> str | None:
         """One cheap call after login: the configured folder can be listed."""
