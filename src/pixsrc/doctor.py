@@ -133,7 +133,10 @@ def run(config_override: str | None = None, source_ref: str | None = None) -> Re
     origins = {_origin(url): url for plan in plans for url in plan.urls}
     network = _start_network_checks(list(origins.values()))
 
-    keyring = _keyring_check(plans) if any(plan.stype.auth.kind != "none" for plan in plans) else None
+    from pixsrc.tokens import may_use_keyring
+
+    keyring = (_keyring_check(plans) if any(may_use_keyring(plan.source.id, plan.stype.auth) for plan in plans)
+               else None)
     for plan in plans:
         per_source[plan.source.id].append(_credential_check(plan, cfg))
         if plan.settings is not None:

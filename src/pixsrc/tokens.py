@@ -230,6 +230,14 @@ def put(source_id: str, value: str, store: Store | None = None) -> str:
     return f"keyring {_keyring_call(source_id, _keyring_backend_name)}"
 
 
+def may_use_keyring(source_id: str, auth: AuthSpec) -> bool:
+    """Whether a fetch of this source could ask the keyring: never for a type without a credential,
+    nor for an optional key pixsrc never stored there (``get(optional=True)`` skips it then)."""
+    if auth.kind == "none":
+        return False
+    return auth.required or _indexed(source_id)
+
+
 def locate(source_id: str, optional: bool = False) -> Store | None:
     """Which store holds the source's credential (the environment aside); ``optional`` as in ``get``."""
     if source_id in _read_file_store():

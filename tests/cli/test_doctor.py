@@ -309,6 +309,21 @@ def test_hanging_keyring_fails_within_3_s(config_file: Path, tmp_path: Path, mon
     assert (tmp_path / "calls.txt").read_text().splitlines() == ["get pixsrc doctor:probe"]
 
 
+def test_a_public_gallery_without_a_stored_key_does_not_ask_the_keyring(
+        config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its key is optional and none was stored: fetch never asks the keyring, so neither does doctor
+    (no keyring warning on a server that has none)."""
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "support.keyring_hang.HangingKeyring")
+    monkeypatch.setenv("KEYRING_HANG_CALLS", str(tmp_path / "calls.txt"))
+    with RawServer(dated(now_date())) as server:
+        write_config(config_file, gallery(f"{server.url}/gallery/", tmp_path / "out"))
+        code, report, _ = doctor()
+    assert not lines(report, "keyring"), report
+    assert one(report, "credential", "gallery")["status"] == "ok"
+    assert not (tmp_path / "calls.txt").exists()
+    assert code == 0
+
+
 def test_file_keyring_credential_ok_then_missing(config_file: Path, tmp_path: Path) -> None:
     with RawServer(dated(now_date())) as server:
         write_config(config_file, dropbox(server.url, tmp_path / "drop"))
