@@ -220,14 +220,19 @@ class ScriptServer(Process):
 
 
 def build_tree(root: Path, files: int, size: int, folders: int, name: str = "img-{n:05d}.jpg") -> dict[str, str]:
-    """root/fNN/img-NNNNN.jpg of random bytes (nothing compresses); returns relative path -> sha256."""
+    """root/fNN/img-NNNNN.jpg of random bytes (nothing compresses); returns relative path -> sha256.
+
+    The files are dated an hour back, as a published gallery's are: a file changed in the last two
+    minutes is re-checked by pixsrc on every run (its listed date is only to the minute)."""
     digests: dict[str, str] = {}
+    when = time.time() - 3600
     for f in range(folders):
         (root / f"f{f:02d}").mkdir(parents=True, exist_ok=True)
     for n in range(files):
         rel = f"f{n % folders:02d}/" + name.format(n=n)
         data = os.urandom(size)
         (root / rel).write_bytes(data)
+        os.utime(root / rel, (when, when))
         digests[rel] = hashlib.sha256(data).hexdigest()
     return digests
 

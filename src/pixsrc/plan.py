@@ -8,6 +8,9 @@ Decisions per listed asset (``entry`` = the manifest row, ``file`` = what is on 
     entry, file changed by the user   -> conflict; replaced only with --force
     entry, other version              -> Fetch "updated"
     entry, version unknown ("")       -> Fetch "updated" as a conditional GET: 304 means unchanged
+    entry learned, listing now dated  -> the same conditional GET, once: it records the listing's
+                                         version (a manifest from before listings were dated, or a
+                                         file that was too new to trust its listed date)
     entry, same version, other path   -> Rename the local file (a remote rename)
     entry, same version, intact       -> "unchanged"
 Manifest entries the listing no longer has become Gone (reported, or pruned with ``--prune``).
@@ -24,7 +27,7 @@ from typing import Literal
 
 from pixsrc.state import Entry
 from pixsrc.tree import intact, lstat
-from pixsrc.types import Asset
+from pixsrc.types import LISTED, Asset
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +94,7 @@ def decide(asset: Asset, path: str, entry: Entry | None, dest: str, force: bool,
         return Settled(asset, path, "conflict", "changed locally since pixsrc wrote it; use --force to replace it")
     if not ours:
         return Fetch(asset, path, "updated")
-    if not asset.version:
+    if not asset.version or (asset.version.startswith(LISTED) and not entry.version.startswith(LISTED)):
         return Fetch(asset, path, "updated", check=entry)
     if entry.version != asset.version:
         return Fetch(asset, path, "updated")

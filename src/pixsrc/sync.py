@@ -24,7 +24,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -420,6 +420,10 @@ class SyncRun:
                 return self._download_again(pending, loop)
             return Outcome(asset.id, item.path, "failed", wire, error=result.error), None
         if result.kind == "not-modified":
+            check = item.check
+            if check is not None and asset.version and check.version != asset.version:
+                # still current, and now the listing versions it: record that, so the next run asks nothing
+                return Outcome(asset.id, item.path, "unchanged", wire), replace(check, version=asset.version)
             return Outcome(asset.id, item.path, "unchanged", wire), None
         problem = self._verify(asset, result, pending)
         if problem is not None:

@@ -227,6 +227,11 @@ class MemoryCache:
         self.values[key] = value
 
 
+LISTED = "listed:"
+"""The prefix of a version read from a folder listing's size and date: a conditional GET is sent
+once to move a manifest entry with a version learned from ETag / Last-Modified onto it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Asset:
     """One listable item of a source.

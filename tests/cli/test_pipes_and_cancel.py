@@ -138,6 +138,7 @@ def test_add_wizard_cancelled_at_any_prompt_writes_nothing(config_file: Path, is
     answers = [("Type (number or id):", "remote-gallery"), ("Gallery URL", "https://assets.example.com/g/"),
                ("Index format (optional)", "json"), ("Folder depth", ""), ("Only files matching", ""),
                ("Skip files matching", ""), ("All files, not only images", ""),
+               ("Ask the server about every file", ""),
                ("API key (sent as a Bearer token) (Enter to skip): ", "wiz-KEY-5a5a5a5a5a5a"),
                ("Name for this source", "Client Assets")]
     child = spawn("add")

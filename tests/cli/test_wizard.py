@@ -67,6 +67,8 @@ def test_full_add_wizard(config_file: Path, isolated: Path) -> None:
     child.sendline("")
     expect(child, "All files, not only images and videos (html) (optional) [y/N]:")
     child.sendline("")
+    expect(child, "Ask the server about every file on each fetch, not only changed ones (html) (optional) [y/N]:")
+    child.sendline("")
 
     expect(child, "API key (sent as a Bearer token) (Enter to skip):")
     child.sendline(SECRET)  # hidden: the terminal does not echo it

@@ -6,6 +6,7 @@ import hashlib
 import json
 import random
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,90 @@ def test_html_listing_styles(gallery: GalleryServer, tmp_path: Path, style: str,
     assert {r.rel: r.headers.get("if-none-match") for r in rechecks} == {
         rel: etag_of(data) for rel, data in MEDIA.items()}
     assert [gallery.status_of(r) for r in rechecks] == [304] * len(MEDIA)
+
+
+def settled(gallery: GalleryServer, files: dict[str, bytes] = MEDIA, age: float = 3600) -> None:
+    """Files last changed ``age`` seconds ago: an nginx listing's dates then version them."""
+    when = time.time() - age
+    for rel, data in files.items():
+        gallery.write(rel, data, mtime=when)
+
+
+def test_dated_listing_versions_files_so_a_re_fetch_asks_nothing(gallery: GalleryServer, tmp_path: Path) -> None:
+    settled(gallery)
+    add(gallery.url, "index=html")
+    dest = tmp_path / "dest"
+    report = fetch(dest)
+    assert (report["downloaded"], report["bytes"]) == (len(MEDIA), sum(map(len, MEDIA.values())))
+    assert tree(dest) == MEDIA
+
+    gallery.clear_requests()
+    again = fetch(dest)
+    assert (again["unchanged"], again["downloaded"], again["updated"]) == (len(MEDIA), 0, 0)
+    assert gallery.file_gets() == []  # the listings alone: size and date unchanged
+    assert gallery.heads() == []
+
+    # changed on the server (another size and date): only that file is asked for, whole
+    gallery.write("sub/c.gif", b"GIF89a three, edited", mtime=time.time() - 1800)
+    gallery.clear_requests()
+    changed = fetch(dest)
+    assert (changed["updated"], changed["unchanged"]) == (1, len(MEDIA) - 1)
+    (get,) = gallery.file_gets()
+    assert (get.rel, get.headers.get("if-none-match"), gallery.status_of(get)) == ("sub/c.gif", None, 200)
+    assert (dest / "sub/c.gif").read_bytes() == b"GIF89a three, edited"
+
+
+def test_files_changed_in_the_last_minutes_are_still_rechecked(gallery: GalleryServer, tmp_path: Path) -> None:
+    """A listing's date is to the minute: a file changed within it may change again unseen, so a
+    file whose minute ended less than two minutes before the listing gets a conditional GET."""
+    settled(gallery, {"old.jpg": b"old one"})
+    settled(gallery, {"recent.jpg": b"changed a moment ago"}, age=0)
+    add(gallery.url, "index=html")
+    dest = tmp_path / "dest"
+    fetch(dest)
+    gallery.clear_requests()
+    again = fetch(dest)
+    assert again["unchanged"] == 2
+    (recheck,) = gallery.file_gets()
+    assert (recheck.rel, gallery.status_of(recheck)) == ("recent.jpg", 304)
+    assert recheck.headers.get("if-none-match") == etag_of(b"changed a moment ago")
+
+
+def test_a_manifest_of_learned_versions_moves_to_listed_ones_with_one_check(gallery: GalleryServer,
+                                                                              tmp_path: Path) -> None:
+    """recheck=true keeps the ETag versions (as before dated listings); turned off, each file is
+    asked once with a conditional GET (304, nothing downloaded again), then never."""
+    settled(gallery)
+    add(gallery.url, "index=html", "recheck=true")
+    dest = tmp_path / "dest"
+    fetch(dest)
+    gallery.clear_requests()
+    assert fetch(dest)["unchanged"] == len(MEDIA)
+    assert [gallery.status_of(r) for r in gallery.file_gets()] == [304] * len(MEDIA)
+
+    assert run("edit", "gal", "--set", "recheck=false").exit_code == 0
+    gallery.clear_requests()
+    moved = fetch(dest)
+    assert (moved["unchanged"], moved["downloaded"], moved["updated"], moved["bytes"]) == (len(MEDIA), 0, 0, 0)
+    assert sorted((r.rel, gallery.status_of(r)) for r in gallery.file_gets()) == sorted(
+        (rel, 304) for rel in MEDIA)
+    gallery.clear_requests()
+    assert fetch(dest)["unchanged"] == len(MEDIA)
+    assert gallery.file_gets() == []
+
+
+@pytest.mark.parametrize("style", ["apache", "python"])
+def test_listings_without_exact_dates_keep_conditional_gets(gallery: GalleryServer, tmp_path: Path,
+                                                             style: str) -> None:
+    """Apache shows local time and rounded sizes, Python's http.server neither: never trusted."""
+    settled(gallery)
+    gallery.html_style = style
+    add(gallery.url, "index=html")
+    dest = tmp_path / "dest"
+    fetch(dest)
+    gallery.clear_requests()
+    assert fetch(dest)["unchanged"] == len(MEDIA)
+    assert [gallery.status_of(r) for r in gallery.file_gets()] == [304] * len(MEDIA)
 
 
 def test_html_all_files_includes_other_files(gallery: GalleryServer, tmp_path: Path) -> None:

@@ -9,9 +9,12 @@ download's ETag / Last-Modified, like a folder listing's files.
 
 HTML (``index = "html"``): directory listings as nginx/Apache autoindex, Python's http.server
 or ``rclone serve http`` produce them. Links are followed only below the URL, never above it,
-to ``max_depth`` folders, several folders at a time (at most ``jobs``). No HEAD requests: a
-listing does not tell a file's version, so its assets have ``version=""`` and the engine learns
-the version from the download's ETag / Last-Modified and re-checks it with a conditional GET.
+to ``max_depth`` folders, several folders at a time (at most ``jobs``). No HEAD requests. Where
+a listing dates its files (nginx autoindex: size and UTC minute), a file whose minute ended well
+before the listing was answered is versioned by that size and date, so a re-fetch asks nothing
+about it (as ``rclone`` compares size and time). Other files (other servers, files changed in the
+last two minutes, ``recheck = true``) have ``version=""``: the engine learns the version from the
+download's ETag / Last-Modified and re-checks it with a conditional GET.
 ``auto`` asks for JSON and crawls if HTML comes back.
 
 The API key (optional) is sent as a Bearer token to the gallery's own origin only (scheme, host
@@ -20,6 +23,7 @@ and port of the configured URL), never to other hosts an index points at (a CDN)
 
 from __future__ import annotations
 
+import calendar
 import html
 import json
 import re
@@ -33,6 +37,7 @@ from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
 from pixsrc.paths import selected
 from pixsrc.sources import is_media, media_type, origin, parse_time
 from pixsrc.types import (
+    LISTED,
     Asset,
     AuthSpec,
     BearerKey,
@@ -60,6 +65,7 @@ class RemoteGalleryConfig(SourceConfig):
     include: list[str] = field([], label="Only files matching (globs, comma-separated)", placeholder="*.jpg")
     exclude: list[str] = field([], label="Skip files matching (globs, comma-separated)")
     all_files: bool = field(False, label="All files, not only images and videos (html)")
+    recheck: bool = field(False, label="Ask the server about every file on each fetch, not only changed ones (html)")
 
 
 # A regex, not html.parser: listings with inline SVG icons (rclone serve) took 25 ms a page to parse.
@@ -69,6 +75,40 @@ _HREF = re.compile(r"""<a\s[^>]*?href\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>"']+))"
 # A relative link urljoin would only append to its folder's URL: one name (a folder's with its "/"), in
 # characters a URL carries as they are; no ":" (a scheme), "?" , "#", leading "/" or inner "/".
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=@-]+/?")
+
+
+# An nginx autoindex row: the link, its date (UTC, to the minute) and its size; folders show "-".
+_NGINX_ROW = re.compile(r'<a href="([^"]+)">[^<\n]*</a>[ \t]+(\d{2})-([A-Z][a-z]{2})-(\d{4}) (\d{2}):(\d{2})'
+                        r"[ \t]+(\d+)\r?$", re.MULTILINE)
+_MONTHS = {name: number for number, name in enumerate(calendar.month_abbr) if name}
+# A listed date is trusted once its minute ended this long before the listing was answered: a file
+# changed again within the minute pixsrc fetched it would otherwise keep its listed size and date.
+SETTLED = 120
+
+
+def _listed_versions(page: str, listed_at: float | None) -> dict[str, tuple[str, int]]:
+    """href -> (version, size) for the files a dated listing shows as settled; {} for other listings."""
+    if listed_at is None or "<pre>" not in page:
+        return {}
+    found = {}
+    for href, day, month, year, hour, minute, size in _NGINX_ROW.findall(page):
+        number = _MONTHS.get(month)
+        if number is None:
+            continue
+        when = calendar.timegm((int(year), number, int(day), int(hour), int(minute), 0))
+        if when + SETTLED <= listed_at:
+            found[html.unescape(href)] = (f"{LISTED}{size}:{year}-{number:02}-{day}T{hour}:{minute}Z", int(size))
+    return found
+
+
+def _listed_at(response: httpx.Response) -> float | None:
+    """When the server answered, by its own clock (the one its listing dates come from)."""
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return parsedate_to_datetime(response.headers.get("Date", "")).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 def _hrefs(page: str) -> Iterator[str]:
@@ -158,7 +198,7 @@ class RemoteGalleryController:
         if mode == "json" or (mode == "auto" and looks_json):
             assets = self._json_pages(url, body)
         else:
-            assets = self._crawl(url, body)
+            assets = self._crawl(url, body, _listed_at(first))
         for asset in assets:
             if selected(asset.path, self.config.include, self.config.exclude):
                 yield asset
@@ -256,7 +296,7 @@ class RemoteGalleryController:
 
     # -- HTML folder listings -------------------------------------------------------------------------
 
-    def _crawl(self, url: str, body: bytes) -> Iterator[Asset]:
+    def _crawl(self, url: str, body: bytes, listed_at: float | None) -> Iterator[Asset]:
         """Walk the listings breadth-first, up to ``jobs`` folders at a time; each folder's files are
         yielded once its page is read, so downloads start while deeper folders still load."""
         parts = urlsplit(url)
@@ -269,16 +309,19 @@ class RemoteGalleryController:
         visited = {url, base}
         files: set[str] = set()
 
-        def scan(page_base: str, page_body: bytes, depth: int) -> tuple[list[Asset], list[str]]:
+        def scan(page_base: str, page_body: bytes, depth: int,
+                 listed_at: float | None) -> tuple[list[Asset], list[str]]:
             found: list[Asset] = []
             folders: list[str] = []
+            text = page_body.decode("utf-8", "replace")
+            dated = {} if self.config.recheck else _listed_versions(text, listed_at)
             page = urlsplit(page_base)
             # a folder page inside the gallery: a plain name in it (what autoindex writes) joins by appending
             # it, so the per-link cost of urljoin + urlsplit (a third of a no-op re-fetch) is paid only for
             # the links that need them
             plain_page = (page_base.endswith("/") and not page.query and not page.fragment
                           and page.netloc == parts.netloc and page.path.startswith(base_path))
-            for href in _hrefs(page_body.decode("utf-8", "replace")):
+            for href in _hrefs(text):
                 if plain_page and _PLAIN_NAME.fullmatch(href):
                     path, clean = page.path + href, page_base + href
                 else:
@@ -302,12 +345,13 @@ class RemoteGalleryController:
                 rel = unquote(path[len(base_path):])
                 if rel not in files and (self.config.all_files or is_media(rel)):
                     files.add(rel)
-                    found.append(Asset(id=rel, path=rel, version="", media_type=media_type(rel),
+                    version, size = dated.get(href, ("", None))
+                    found.append(Asset(id=rel, path=rel, version=version, size=size, media_type=media_type(rel),
                                        ref=(clean, None)))
             found.sort(key=lambda a: a.path)
             return found, folders
 
-        found, folders = scan(base if "." not in last else url, body, 0)
+        found, folders = scan(base if "." not in last else url, body, 0, listed_at)
         yield from found
         if not folders:
             return
@@ -320,7 +364,7 @@ class RemoteGalleryController:
             while pending:
                 future, depth = pending.popleft()
                 response = future.result()  # raises the first SourceUnavailable / AuthRequired
-                found, folders = scan(str(response.url), response.content, depth)
+                found, folders = scan(str(response.url), response.content, depth, _listed_at(response))
                 yield from found
                 pending.extend((pool.submit(self._get, folder, "text/html"), depth + 1) for folder in folders)
         finally:
