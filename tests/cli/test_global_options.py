@@ -123,3 +123,29 @@ def test_help_shows_every_word_of_the_description(path: tuple[str, ...], text: s
     shown = " ".join(run(*path, "--help").stdout.replace("│", " ").split())
     for word in text.replace("\\[", "[").split():  # "\[" is Rich's escape for a literal "["
         assert word in shown, (path, word)
+
+
+def _tree(command: Any) -> Any:
+    """A Click command as comparable data: its name, help, parameters and sub-commands."""
+    return (command.name, command.help, command.epilog,
+            [(p.name, tuple(p.opts), p.required, repr(p.default)) for p in command.params],
+            {name: _tree(sub) for name, sub in getattr(command, "commands", {}).items()})
+
+
+def test_each_run_builds_only_its_command_and_gets_the_same_one() -> None:
+    """main() builds a root with only the module of the command on its command line (start-up): that
+    command must be the very one the whole app has, global options included, for every command."""
+    import typer
+
+    from pixsrc.cli import app as root
+
+    whole = typer.main.get_command(root.app)
+    assert set(whole.commands) >= {"list", "fetch", "auth", "export", "import", "completion"}
+    for name, command in whole.commands.items():
+        for argv in ([name], ["--config", "x.toml", "-q", name, "--json"], ["--debug", name, "--help"]):
+            module = root._module_of(argv)
+            assert module is not None, argv
+            slim = typer.main.get_command(root._root((module,)))
+            assert _tree(slim.commands[name]) == _tree(command), name
+    for argv in ([], ["--help"], ["-h", "list"], ["--version"], ["lst"], ["--config", "list"]):
+        assert root._module_of(argv) is None, argv  # the whole app: its help, or its "Did you mean"

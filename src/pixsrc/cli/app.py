@@ -75,33 +75,55 @@ class RootGroup(TyperGroup):
         _add_global_options(self)
 
 
-app = typer.Typer(
-    name="pixsrc",
-    help=(
-        "Configure your asset sources once, then list and download their images and media.\n\n"
-        "Example:\n\n"
-        "  pixsrc add local-fs --name Inbox --set path=~/Pictures/inbox\n\n"
-        "  pixsrc fetch inbox --dest ~/assets"
-    ),
-    cls=RootGroup,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,  # tracebacks with locals could show secrets
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+def _root(modules: tuple[Any, ...]) -> typer.Typer:
+    root = typer.Typer(
+        name="pixsrc",
+        help=(
+            "Configure your asset sources once, then list and download their images and media.\n\n"
+            "Example:\n\n"
+            "  pixsrc add local-fs --name Inbox --set path=~/Pictures/inbox\n\n"
+            "  pixsrc fetch inbox --dest ~/assets"
+        ),
+        cls=RootGroup,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,  # tracebacks with locals could show secrets
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    for module in modules:
+        root.add_typer(module.app, name="auth" if module is auth else None)
+    return root
 
 
 # the order of `pixsrc --help`: managing sources, fetching, signing in, then the rest
-app.add_typer(add.app)
-app.add_typer(sources.app)
-app.add_typer(fetch.app)
-app.add_typer(watch.app)
-app.add_typer(auth.app, name="auth")
-app.add_typer(types_cmd.app)
-app.add_typer(share.app)
-app.add_typer(stats.app)
-app.add_typer(doctor.app)
-app.add_typer(completion.app)
+MODULES = (add, sources, fetch, watch, auth, types_cmd, share, stats, doctor, completion)
+app = _root(MODULES)
+
+
+def _module_of(argv: list[str]) -> Any:
+    """The one module whose command argv runs, or None (no command, --help, an unknown name).
+
+    Typer turns every command's signature into Click objects on each run: for all ~30 commands that
+    was half of `pixsrc list`'s start-up. A run builds only its own command's module; the root's
+    help, completion and errors (which list or suggest commands) use the whole app."""
+    words = iter(argv)
+    for word in words:
+        if word == "--config":
+            next(words, None)
+        elif not word.startswith("-"):
+            for module in MODULES:
+                if module is auth:
+                    if word == "auth":
+                        return module
+                    continue
+                names = {info.name or (info.callback.__name__ if info.callback else "").lower().replace("_", "-")
+                         for info in module.app.registered_commands}
+                if word in names:
+                    return module
+            return None
+        elif word in ("-h", "--help", "--version"):
+            return None
+    return None
 
 
 def _identity(file: int | str) -> tuple[int, int] | None:
@@ -115,9 +137,10 @@ def _identity(file: int | str) -> tuple[int, int] | None:
 
 def main() -> None:
     completion.prepare()
+    module = None if os.environ.get(completion.COMPLETE_VAR) else _module_of(sys.argv[1:])
     stdout_was = _identity(1)
     try:
-        app(prog_name="pixsrc")  # standalone: always ends in SystemExit
+        (app if module is None else _root((module,)))(prog_name="pixsrc")  # standalone: always ends in SystemExit
     except SystemExit as exc:
         code = exc.code
     # Two libraries end a closed pipe on their own with exit 1: Typer (and Click) behind a PacifyFlushWrapper
