@@ -147,19 +147,22 @@ def test_a_gzip_encoded_body_is_never_saved_compressed(tmp_path: Path) -> None:
     body = b"\xff\xd8 an image " * 100
     answer = response(200, gzip.compress(body), [("Content-Encoding", "gzip")])
     with RawServer([answer]) as server:
-        result, part = one(tmp_path, Transfer(server.url + "/a.jpg"), expected_size=len(body))
+        result, part = one(tmp_path, Transfer(server.url + "/a.jpg"), expected_size=len(body), checksum="sha256")
     assert result.kind == "done" and part.read_bytes() == body
-    assert result.sha256 == hashlib.sha256(body).hexdigest()
+    assert result.checksum == hashlib.sha256(body).hexdigest()  # of the decoded bytes
 
 
-def test_a_dropped_connection_is_retried_and_the_download_resumed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("checksum", [None, "sha256", "md5"])
+def test_a_dropped_connection_is_retried_and_the_download_resumed(tmp_path: Path, checksum: str | None) -> None:
+    """The kept bytes are re-hashed for a checksum; without one they are not read, only appended to."""
     body = b"0123456789"
     cut = Answer(response(200, body, [("ETag", '"v"')])[:-4], close=True)  # 4 bytes short, then gone
     resumed = response(206, body[6:], [("Content-Range", "bytes 6-9/10"), ("ETag", '"v"')])
     with RawServer([cut, resumed]) as server:
-        result, part = one(tmp_path, Transfer(server.url + "/a.jpg", validator='"v"'), expected_size=10)
+        result, part = one(tmp_path, Transfer(server.url + "/a.jpg", validator='"v"'), expected_size=10,
+                           checksum=checksum)
     assert result.kind == "done" and part.read_bytes() == body
-    assert result.sha256 == hashlib.sha256(body).hexdigest()
+    assert result.checksum == (hashlib.new(checksum, body).hexdigest() if checksum else None)
     assert server.requests[1].header("range") == "bytes=6-" and server.requests[1].header("if-range") == '"v"'
 
 

@@ -362,41 +362,52 @@ def _worth_retrying(exc: Exception) -> bool:
 
 
 @cache
-def _routing_class() -> Callable[[ProxySettings, ssl.SSLContext], httpx.BaseTransport]:
+def _routing_class() -> Callable[[ProxySettings], httpx.BaseTransport]:
     import httpx
 
     class RoutingTransport(httpx.BaseTransport):
         """Sends each request (each redirect hop too) directly or through the proxy ``ProxySettings``
-        chooses for its URL: httpx's ``mounts`` patterns cannot express CIDR entries."""
+        chooses for its URL: httpx's ``mounts`` patterns cannot express CIDR entries.
 
-        def __init__(self, settings: ProxySettings, context: ssl.SSLContext) -> None:
+        Each transport is made on first use: a run that only talks plain ``http://`` (a gallery on
+        the LAN) loads no CA bundle (~20 ms), which only TLS needs; HTTP/2 too is TLS-only here
+        (httpx negotiates it by ALPN, never over cleartext)."""
+
+        def __init__(self, settings: ProxySettings) -> None:
             self.settings = settings
-            self.context = context
-            self.direct = httpx.HTTPTransport(verify=context, http2=True)
-            self.proxied: dict[str, httpx.HTTPTransport] = {}
+            self.transports: dict[tuple[str, str | None], httpx.HTTPTransport] = {}
             self.lock = threading.Lock()
 
-        def _through(self, proxy: str) -> httpx.HTTPTransport:
+        def _transport(self, scheme: str, proxy: str | None) -> httpx.HTTPTransport:
+            key = (scheme if proxy is None else "proxied", proxy)
             with self.lock:
-                transport = self.proxied.get(proxy)
+                transport = self.transports.get(key)
                 if transport is None:
-                    try:
-                        transport = httpx.HTTPTransport(verify=self.context, http2=True, proxy=httpx.Proxy(proxy))
-                    except (ValueError, ImportError) as exc:  # an unknown scheme; socks5:// without socksio
-                        raise ApiError(f"the proxy {_without_userinfo(proxy)} cannot be used: {exc}") from None
-                    self.proxied[proxy] = transport
+                    transport = self.transports[key] = self._make(scheme, proxy)
                 return transport
 
+        def _make(self, scheme: str, proxy: str | None) -> httpx.HTTPTransport:
+            if proxy is None and scheme == "http":
+                # cleartext only: this transport never makes a TLS connection, so it needs no trust store
+                return httpx.HTTPTransport(verify=False, http2=False)
+            context = _shared_context(*ca_paths())
+            if proxy is None:
+                return httpx.HTTPTransport(verify=context, http2=True)
+            try:
+                return httpx.HTTPTransport(verify=context, http2=True, proxy=httpx.Proxy(proxy))
+            except (ValueError, ImportError) as exc:  # an unknown scheme; socks5:// without socksio
+                raise ApiError(f"the proxy {_without_userinfo(proxy)} cannot be used: {exc}") from None
+
         def handle_request(self, request: httpx.Request) -> httpx.Response:
-            proxy = self.settings.proxy_for(request.url.scheme, request.url.raw_host.decode("ascii"))
-            return (self.direct if proxy is None else self._through(proxy)).handle_request(request)
+            scheme = request.url.scheme
+            proxy = self.settings.proxy_for(scheme, request.url.raw_host.decode("ascii"))
+            return self._transport(scheme, proxy).handle_request(request)
 
         def close(self) -> None:
-            self.direct.close()
             with self.lock:
-                for transport in self.proxied.values():
+                for transport in self.transports.values():
                     transport.close()
-                self.proxied.clear()
+                self.transports.clear()
 
     return RoutingTransport
 
@@ -429,15 +440,9 @@ class Api:
         self.limit = limit
         self.on_wait = on_wait
         self.cancel = cancel or threading.Event()
-        context = _shared_context(*ca_paths())
-        settings = ProxySettings.from_environment()
-        transport: httpx.BaseTransport
-        if settings.proxies:
-            transport = _routing_class()(settings, context)
-        else:
-            transport = httpx.HTTPTransport(verify=context, http2=True)
         self.client = httpx.Client(
-            transport=transport, trust_env=False, follow_redirects=True, max_redirects=max_redirects,
+            transport=_routing_class()(ProxySettings.from_environment()), trust_env=False,
+            follow_redirects=True, max_redirects=max_redirects,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             headers={"User-Agent": user_agent, **(headers or {})},
             auth=_auth_flow(auth) if auth is not None else None,

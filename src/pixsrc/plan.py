@@ -111,10 +111,11 @@ def conditional_headers(entry: Entry) -> dict[str, str]:
     return {}
 
 
-def learned_version(etag: str | None, last_modified: str | None, sha256: str) -> str:
-    """A version for an asset the listing could not version: the answer's validators, else the content."""
+def learned_version(etag: str | None, last_modified: str | None) -> str:
+    """A version for an asset the listing could not version: the answer's validators; "" for none
+    (the caller then versions it by its content)."""
     if etag:
         return f"etag:{etag}"
     if last_modified:
         return f"lm:{last_modified}"
-    return f"sha256:{sha256}"
+    return ""

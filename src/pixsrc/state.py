@@ -1,9 +1,10 @@
 """The state database (SQLite, in the state dir): what was fetched, and every run.
 
 ``assets`` is the manifest that makes fetches incremental: per source and asset id, the remote
-version, the local relative path, and the size / mtime / sha256 of the file pixsrc wrote, so a
-file the user changed afterwards can be told apart from ours. ``runs`` (with ``run_details``) is
-the history ``pixsrc stats`` reads.
+version, the local relative path, and the size / mtime of the file pixsrc wrote, so a file the
+user changed afterwards can be told apart from ours, and its sha256 once known ("" until then: a
+download is hashed only by the source's own checksum, or when it had to be compared with a file).
+``runs`` (with ``run_details``) is the history ``pixsrc stats`` reads.
 WAL mode lets several pixsrc processes (each fetching a different source) share the file.
 """
 

@@ -278,7 +278,8 @@ class SyncRun:
         if not same:
             return self._in_the_way(asset, action.path)
         if not self.options.dry_run:
-            self.state.record(self.source_id, [self._entry(asset, action.path, target, None, touch=False)])
+            known = asset.checksum.value.lower() if asset.checksum.algorithm == "sha256" else ""
+            self.state.record(self.source_id, [self._entry(asset, action.path, target, known, touch=False)])
         return Outcome(asset.id, action.path, "unchanged", size=st.st_size, adopted=True)
 
     @staticmethod
@@ -412,6 +413,8 @@ class SyncRun:
 
     def _finish(self, result: Any, loop: Any) -> tuple[Outcome | None, Entry | None]:
         """Verify a finished transfer, put it in place; an Outcome, and the Entry to record."""
+        from pixsrc.transfer import hash_file
+
         pending: _Pending = result.key
         item, asset = pending.fetch, pending.fetch.asset
         wire = 0 if pending.copy_of is not None else result.received
@@ -434,17 +437,25 @@ class SyncRun:
             if problem[1] and pending.mismatches < 2:  # once may be a glitch; twice, the source is wrong
                 return self._download_again(pending, loop)
             return Outcome(asset.id, item.path, "failed", wire, error=problem[0]), None
-        version = asset.version or learned_version(result.etag, result.last_modified, result.sha256)
+        # the .part's sha256, hashed here only when something must be compared (a download moves
+        # its bytes unhashed unless the source has a checksum): "" until then
+        sha256 = result.checksum if asset.checksum is not None and asset.checksum.algorithm == "sha256" else ""
+        version = asset.version or learned_version(result.etag, result.last_modified)
+        if not version:
+            sha256 = sha256 or hash_file(pending.part)
+            version = f"sha256:{sha256}"
         if item.adopt:
-            return self._compare(pending, result.sha256, version, wire)
-        if item.check is not None and result.sha256 == item.check.sha256:
-            pending.part.unlink(missing_ok=True)  # new validators, same bytes: keep our file
-            entry = Entry(asset.id, version, item.path, item.check.size, item.check.mtime_ns, item.check.sha256,
-                          time.time())
-            return Outcome(asset.id, item.path, "unchanged", wire), entry
+            return self._compare(pending, sha256 or hash_file(pending.part), version, wire)
+        check = item.check
+        if check is not None and result.size == check.size:
+            sha256 = sha256 or hash_file(pending.part)
+            if sha256 == (check.sha256 or hash_file(pending.target)):
+                pending.part.unlink(missing_ok=True)  # new validators, same bytes: keep our file
+                entry = Entry(asset.id, version, item.path, check.size, check.mtime_ns, sha256, time.time())
+                return Outcome(asset.id, item.path, "unchanged", wire), entry
         try:
             self.tree.install(pending.part, pending.target, item.path)
-            entry = self._entry(asset, item.path, pending.target, result.sha256, version, result.last_modified)
+            entry = self._entry(asset, item.path, pending.target, sha256, version, result.last_modified)
         except AssetError as exc:
             return Outcome(asset.id, item.path, "failed", wire, error=str(exc)), None
         except OSError as exc:
@@ -475,10 +486,12 @@ class SyncRun:
         """(problem, worth retrying) or None when the bytes are what the source promised."""
         if asset.size is not None and result.size != asset.size:
             return f"size mismatch: got {result.size} bytes, the source said {asset.size}", True
-        if pending.copy_of is not None and result.sha256 != pending.copy_of.sha256:
+        copy_of = pending.copy_of
+        if copy_of is not None and (result.size != copy_of.size
+                                    or not intact(lstat(self.dest / copy_of.path), copy_of)):
             return "the local copy changed while it was copied", False
         if asset.checksum is not None:
-            actual = result.checksum if asset.checksum.algorithm != "sha256" else result.sha256
+            actual = result.checksum
             if actual != asset.checksum.value.lower():
                 return (f"{asset.checksum.algorithm} mismatch: got {actual}, the source said "
                         f"{asset.checksum.value}", True)
@@ -501,11 +514,9 @@ class SyncRun:
         return Job(pending, transfer, pending.part, {}, asset.size,
                    asset.checksum.algorithm if asset.checksum else None, pinned=bool(asset.version))
 
-    def _entry(self, asset: Asset, path: str, target: Path, sha256: str | None, version: str | None = None,
+    def _entry(self, asset: Asset, path: str, target: Path, sha256: str, version: str | None = None,
                last_modified: str | None = None, touch: bool = True) -> Entry:
         import os
-
-        from pixsrc.transfer import hash_file
 
         modified = asset.modified
         if modified is None and last_modified:
@@ -515,8 +526,7 @@ class SyncRun:
             mtime_ns = int(modified.timestamp() * 1e9)
             os.utime(target, ns=(mtime_ns, mtime_ns))
         st = target.stat()
-        return Entry(asset.id, version or asset.version, path, st.st_size, st.st_mtime_ns,
-                     sha256 or hash_file(target), time.time())
+        return Entry(asset.id, version or asset.version, path, st.st_size, st.st_mtime_ns, sha256, time.time())
 
 
 @contextlib.contextmanager

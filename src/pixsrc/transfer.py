@@ -18,7 +18,6 @@ One loop, no worker threads: measured on loopback, 2,000 x 50 KB took 0.10 s thi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import heapq
 import queue
 import threading
@@ -67,8 +66,9 @@ class Job:
 
     ``conditional``: request headers that make the GET conditional (``If-None-Match``...); a 304
     ends the job as "not-modified" without touching ``part``. ``expected_size`` caps the body
-    (a larger one fails at once instead of filling the disk). ``checksum`` names an extra hash
-    algorithm to compute besides sha256 (the source's own, e.g. md5 or Dropbox's content hash).
+    (a larger one fails at once instead of filling the disk). ``checksum`` names the hash to compute
+    over the body (the source's own: sha256, md5, Dropbox's content hash); without one nothing is
+    hashed while bytes move (the engine hashes a ``.part`` afterwards only when it must compare it).
     """
 
     key: Any
@@ -91,8 +91,8 @@ class Result:
     kind: Kind
     status: int = 0
     size: int = 0
-    sha256: str = ""
     checksum: str | None = None
+    """The hex digest of ``Job.checksum``'s algorithm over the body; None without one."""
     received: int = 0
     """Bytes over the wire for this job, failed attempts included."""
     etag: str | None = None
@@ -113,7 +113,7 @@ class _Attempt:
         self.headers: dict[str, str] = {}
         self.sent_headers: dict[str, str] = {}
         self.file: Any = None
-        self.hashing = _Hashing(None, threaded=False)
+        self.hashing = _Hashing(None)
         self.written = 0
         self.received = 0
         self.error_body = bytearray()
@@ -185,8 +185,9 @@ class _Attempt:
         if resume:
             self.file = open(job.part, "r+b")  # noqa: SIM115 - closed in finish()
             self.file.truncate(self.offset)
-            while chunk := self.file.read(COPY_CHUNK):  # re-hash the part we keep
-                self.hashing.update(chunk)
+            while self.hashing.check is not None and (chunk := self.file.read(COPY_CHUNK)):
+                self.hashing.update(chunk)  # re-hash the part we keep
+            self.file.seek(self.offset)  # new bytes go after it, hashed or not
             self.written = self.offset
         else:
             self.file = open(job.part, "wb")  # noqa: SIM115 - closed in finish()
@@ -200,7 +201,7 @@ class _Attempt:
 
 
 class _Hashing:
-    """sha256 (for the manifest) and the source's own checksum over the bytes written.
+    """The source's own checksum over the bytes written, when it has one (else nothing to do).
 
     For a big body the hashing runs on a second thread: hashlib releases the GIL, so it overlaps
     libcurl's receiving and the file writes (a 512 MiB download went from 0.93 s to 0.85 s; curl
@@ -208,12 +209,11 @@ class _Hashing:
     Small bodies hash inline: handing 50 KB to a thread costs more than hashing it.
     """
 
-    def __init__(self, checksum: str | None, threaded: bool) -> None:
-        self.sha256 = hashlib.sha256()
-        self.check: Hasher | None = new_hasher(checksum) if checksum and checksum != "sha256" else None
+    def __init__(self, checksum: str | None, threaded: bool = False) -> None:
+        self.check: Hasher | None = new_hasher(checksum) if checksum else None
         self._queue: queue.Queue[bytes | None] | None = None
         self._thread: threading.Thread | None = None
-        if threaded:
+        if threaded and self.check is not None:
             self._queue = queue.Queue(maxsize=64)
             self._thread = threading.Thread(target=self._work, name="pixsrc-hash", daemon=True)
             self._thread.start()
@@ -221,18 +221,13 @@ class _Hashing:
     def update(self, data: bytes) -> None:
         if self._queue is not None:
             self._queue.put(data)
-        else:
-            self._feed(data)
-
-    def _feed(self, data: bytes) -> None:
-        self.sha256.update(data)
-        if self.check is not None:
+        elif self.check is not None:
             self.check.update(data)
 
     def _work(self) -> None:
-        assert self._queue is not None
+        assert self._queue is not None and self.check is not None
         while (data := self._queue.get()) is not None:
-            self._feed(data)
+            self.check.update(data)
 
     def finish(self) -> None:
         if self._queue is not None and self._thread is not None:
@@ -510,11 +505,10 @@ class TransferLoop:
         if 200 <= status < 300:
             if attempt.file is None and not attempt.started:
                 open(job.part, "wb").close()  # an empty body: an empty file  # noqa: SIM115
-                attempt.hashing = _Hashing(job.checksum, threaded=False)
+                attempt.hashing = _Hashing(job.checksum)
                 attempt.written = 0
-            hashing = attempt.hashing
-            return Result(job.key, "done", status, attempt.written, hashing.sha256.hexdigest(),
-                          hashing.check.hexdigest() if hashing.check else None,
+            check = attempt.hashing.check
+            return Result(job.key, "done", status, attempt.written, check.hexdigest() if check else None,
                           etag=_clean(attempt.headers.get("etag")),
                           last_modified=_clean(attempt.headers.get("last-modified")))
         if status == 304 and job.conditional:
@@ -561,10 +555,9 @@ class TransferLoop:
     # -- local copies (local-fs) ---------------------------------------------------------------
 
     def _copy(self, job: Job) -> Result:
-        """Copy a local file into ``part``, hashing as it goes: the same checks as a download."""
+        """Copy a local file into ``part`` (hashing it as it goes for a checksum): a download's checks."""
         assert job.transfer.local_path is not None
-        sha256 = hashlib.sha256()
-        check = new_hasher(job.checksum) if job.checksum and job.checksum != "sha256" else None
+        check = new_hasher(job.checksum) if job.checksum else None
         size = 0
         try:
             with open(job.transfer.local_path, "rb") as src, open(job.part, "wb") as out:
@@ -572,7 +565,6 @@ class TransferLoop:
                     if self.cancel.is_set():
                         raise KeyboardInterrupt
                     out.write(chunk)
-                    sha256.update(chunk)
                     if check is not None:
                         check.update(chunk)
                     size += len(chunk)
@@ -581,8 +573,7 @@ class TransferLoop:
         except OSError as exc:
             job.part.unlink(missing_ok=True)
             return Result(job.key, "failed", error=f"{exc.strerror or exc}: {job.transfer.local_path}")
-        return Result(job.key, "done", 0, size, sha256.hexdigest(), check.hexdigest() if check else None,
-                      received=size)
+        return Result(job.key, "done", 0, size, check.hexdigest() if check else None, received=size)
 
 
 def _default_verdict(status: int, headers: Mapping[str, str]) -> TransferError:

@@ -236,6 +236,43 @@ def test_html_all_files_includes_other_files(gallery: GalleryServer, tmp_path: P
     assert tree(dest) == {"a.jpg": b"img", "doc/readme.txt": b"text"}
 
 
+def test_a_touched_file_answering_the_same_bytes_is_kept_not_rewritten(gallery: GalleryServer,
+                                                                        tmp_path: Path) -> None:
+    """Last-Modified only: a touched file answers 200 to the conditional GET. Its bytes are compared
+    with the local file (hashed only now: downloads without a checksum are not hashed) and, equal, the
+    local file stays as it was; the new validator is recorded, so the next check is a 304."""
+    import os
+
+    from pixsrc.state import State
+
+    gallery.etags = False
+    populate(gallery, {"a.jpg": b"same bytes", "b.jpg": b"other"})
+    add(gallery.url, "index=html")
+    dest = tmp_path / "dest"
+    fetch(dest)
+    before = (dest / "a.jpg").stat()
+    later = time.time() + 5
+    os.utime(gallery.root / "a.jpg", (later, later))
+
+    gallery.clear_requests()
+    report = fetch(dest)
+    assert (report["unchanged"], report["updated"], report["bytes"]) == (2, 0, len(b"same bytes"))
+    assert {r.rel: gallery.status_of(r) for r in gallery.file_gets()} == {"a.jpg": 200, "b.jpg": 304}
+    after = (dest / "a.jpg").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    state = State(Path(os.environ["PIXSRC_STATE_DIR"]) / "state.db")
+    try:
+        entries = {e.path: e for e in state.manifest("gal").values()}
+    finally:
+        state.close()
+    assert entries["a.jpg"].sha256 == hashlib.sha256(b"same bytes").hexdigest()
+    assert entries["b.jpg"].sha256 == ""  # never compared: never hashed
+
+    gallery.clear_requests()
+    fetch(dest)
+    assert {r.rel: gallery.status_of(r) for r in gallery.file_gets()} == {"a.jpg": 304, "b.jpg": 304}
+
+
 @pytest.mark.parametrize("mode", ["json", "html"])
 def test_changed_file_on_server_is_updated(gallery: GalleryServer, tmp_path: Path, mode: str) -> None:
     populate(gallery)
