@@ -369,3 +369,29 @@ def test_downloads_outside_the_providers_limits_are_not_held_back(tmp_path: Path
         elapsed = time.monotonic() - started
     assert all(r.kind == "done" for r in results) and len(results) == 4
     assert elapsed < 2.5  # one start per second would take at least 3 s
+
+
+def test_on_start_is_told_only_when_a_job_really_starts(tmp_path: Path) -> None:
+    """The progress display's "fetching ..." list: with 2 at a time, never a third job announced while
+    two run (the loop holds the next job back before it can start), and each job once, retries too."""
+    in_flight: set[int] = set()
+    most: list[int] = []
+    announced: list[int] = []
+
+    def started(job: Job) -> None:
+        announced.append(job.key)
+        in_flight.add(job.key)
+        most.append(len(in_flight))
+
+    answers = [response(503, b"", [("Retry-After", "0")]), *[response(200, b"body") for _ in range(6)]]
+    with RawServer(answers) as server:
+        loop = TransferLoop(jobs=2, policy=FAST, on_start=started)
+        jobs = [Job(i, Transfer(f"{server.url}/{i}.jpg"), tmp_path / f"{i}.part") for i in range(6)]
+        try:
+            for result in loop.run(jobs):
+                assert result.kind == "done", result.error
+                in_flight.discard(result.key)
+        finally:
+            loop.close()
+    assert sorted(announced) == list(range(6))  # the one answered 503 first was announced once
+    assert max(most) == 2

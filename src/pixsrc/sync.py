@@ -157,7 +157,8 @@ class SyncRun:
 
     Hooks: ``on_found(n)`` as the listing yields assets (n so far, repeated ids counted once);
     ``on_plan(files, bytes)`` once, with what is to be transferred; ``on_start(path, size)`` as each
-    transfer is handed to the loop (its Outcome ends it); ``on_bytes(n)`` per chunk received.
+    transfer starts (at most ``jobs`` are started and not ended; its Outcome ends it); ``on_bytes(n)``
+    per chunk received.
     """
 
     def __init__(self, source_id: str, controller: Controller, state: State, options: Options,
@@ -351,8 +352,15 @@ class SyncRun:
         if self.options.retries is not None:
             policy = RetryPolicy(retries=self.options.retries, base=policy.base, cap=policy.cap,
                                  deadline=policy.deadline, max_retry_after=policy.max_retry_after)
+        on_start = self.on_start
+
+        def started(job: Any) -> None:
+            if on_start is not None:
+                on_start(job.key.fetch.path, job.key.fetch.asset.size)
+
         loop = TransferLoop(jobs=self.options.jobs, limit=self.limit, policy=policy, cancel=self.cancel,
-                            on_bytes=self.on_bytes, user_agent=self.user_agent or USER_AGENT,
+                            on_bytes=self.on_bytes, on_start=started if on_start is not None else None,
+                            user_agent=self.user_agent or USER_AGENT,
                             auth_hint=f"run: pixsrc auth login {self.source_id}")
         recorder = _Recorder(self.state, self.source_id)
         failures: list[Outcome] = []
@@ -402,8 +410,6 @@ class SyncRun:
         conditional = conditional_headers(item.check) if item.check is not None else {}
         job = Job(pending, transfer, part, conditional, asset.size,
                   asset.checksum.algorithm if asset.checksum else None, pinned=bool(asset.version))
-        if self.on_start is not None:
-            self.on_start(item.path, asset.size)
         return job
 
     def _copyable(self, asset: Asset, entry: Entry) -> bool:

@@ -248,6 +248,7 @@ class _Timer:
 class _Retries:
     network: int = 0
     refreshed: bool = False
+    announced: bool = False  # on_start was told
 
 
 class TransferLoop:
@@ -259,7 +260,8 @@ class TransferLoop:
 
     def __init__(self, *, jobs: int = 8, limit: RateLimit | None = None,
                  policy: RetryPolicy | None = None, cancel: threading.Event | None = None,
-                 on_bytes: Callable[[int], None] | None = None, user_agent: str = USER_AGENT,
+                 on_bytes: Callable[[int], None] | None = None,
+                 on_start: Callable[[Job], None] | None = None, user_agent: str = USER_AGENT,
                  connect_timeout: float = 15.0, stall_seconds: int = 30, auth_hint: str | None = None) -> None:
         cap = jobs
         if limit is not None and limit.concurrency:
@@ -273,6 +275,7 @@ class TransferLoop:
         self.policy = policy or default_policy()
         self.cancel = cancel or threading.Event()
         self.on_bytes = on_bytes
+        self.on_start = on_start  # a job's first attempt starts (the loop may hold the next one back)
         self.user_agent = user_agent
         self.connect_timeout = connect_timeout
         self.stall_seconds = stall_seconds
@@ -331,6 +334,8 @@ class TransferLoop:
                         break
                     job = queue.popleft()
                     if job.transfer.local_path is not None:
+                        if self.on_start is not None:
+                            self.on_start(job)
                         yield self._copy(job)
                         continue
                     if id(job) in booked:
@@ -338,7 +343,11 @@ class TransferLoop:
                     elif self.limit is not None and job.transfer.rate_limited and (delay := self.limit.book()) > 0:
                         self._later(timers, job, delay, booked=True)
                         continue
-                    started = self._start(job, retries.setdefault(id(job), _Retries()))
+                    state = retries.setdefault(id(job), _Retries())
+                    if not state.announced and self.on_start is not None:
+                        state.announced = True
+                        self.on_start(job)
+                    started = self._start(job, state)
                     if isinstance(started, Result):
                         yield started
                     else:
