@@ -455,7 +455,11 @@ class SyncRun:
         check = item.check
         if check is not None and result.size == check.size:
             sha256 = sha256 or hash_file(pending.part)
-            if sha256 == (check.sha256 or hash_file(pending.target)):
+            try:
+                same = sha256 == (check.sha256 or hash_file(pending.target))
+            except OSError:  # our file went away meanwhile: the new one goes in its place
+                same = False
+            if same:
                 pending.part.unlink(missing_ok=True)  # new validators, same bytes: keep our file
                 entry = Entry(asset.id, version, item.path, check.size, check.mtime_ns, sha256, time.time())
                 return Outcome(asset.id, item.path, "unchanged", wire), entry
