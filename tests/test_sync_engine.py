@@ -71,6 +71,19 @@ def test_first_fetch_then_unchanged(src: Path, dest: Path) -> None:
     assert counts(report, "unchanged", "downloaded", "updated", "bytes") == (4, 0, 0, 0)
 
 
+@pytest.mark.parametrize("inside", [False, True], ids=["empty folder", "folder with a file"])
+def test_a_folder_in_the_way_is_never_replaced_even_with_force(src: Path, dest: Path, inside: bool) -> None:
+    (dest / "a.jpg").mkdir(parents=True)
+    if inside:
+        (dest / "a.jpg" / "keep.txt").write_bytes(b"mine")
+    report = fetch(dest, "--force", code=5)  # partial: the other files are fetched
+    (error,) = report["errors"]
+    assert error["path"] == "a.jpg" and "a folder is in the way at a.jpg" in error["error"]
+    assert (dest / "a.jpg").is_dir() and not list(dest.glob(".pixsrc-*.part"))
+    assert tree(dest) == {**{k: v for k, v in FILES.items() if k != "a.jpg"},
+                          **({"a.jpg/keep.txt": b"mine"} if inside else {})}
+
+
 def test_locally_modified_file_is_a_conflict_until_force(src: Path, dest: Path) -> None:
     fetch(dest)
     (dest / "a.jpg").write_bytes(b"edited by the user")

@@ -395,3 +395,43 @@ def test_on_start_is_told_only_when_a_job_really_starts(tmp_path: Path) -> None:
             loop.close()
     assert sorted(announced) == list(range(6))  # the one answered 503 first was announced once
     assert max(most) == 2
+
+
+# -- local copies (local-fs, same-content copies) ----------------------------------------------------
+
+
+def test_a_local_copy_moves_every_byte_in_chunks_and_counts_them(tmp_path: Path) -> None:
+    """Without a checksum the kernel copies (sendfile on Linux); progress is told per chunk."""
+    data = bytes(range(256)) * (3 * 4096 + 7)  # 3 MiB and a bit: more than one chunk
+    source = tmp_path / "big.bin"
+    source.write_bytes(data)
+    counted: list[int] = []
+    result, part = one(tmp_path, Transfer(local_path=str(source), resumable=False))
+    assert result.kind == "done" and result.size == len(data) and part.read_bytes() == data
+    loop = TransferLoop(on_bytes=counted.append)
+    try:
+        (again,) = list(loop.run([Job("k", Transfer(local_path=str(source)), tmp_path / "b.part", checksum="md5")]))
+    finally:
+        loop.close()
+    assert again.checksum == hashlib.md5(data).hexdigest() and (tmp_path / "b.part").read_bytes() == data
+    assert sum(counted) == len(data) and len(counted) >= 3
+
+
+def test_a_source_the_kernel_cannot_copy_from_is_read_and_written_instead(tmp_path: Path) -> None:
+    """sendfile() refuses a pipe as its source (EINVAL): the copy falls back to read/write, whole."""
+    import os
+
+    read_end, write_end = os.pipe()
+    payload = b"through a pipe " * 1000
+    writer = threading.Thread(target=lambda: (os.write(write_end, payload), os.close(write_end)))
+    writer.start()
+    loop = TransferLoop()
+    out = os.open(tmp_path / "out.part", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        assert loop._pump(read_end, out, None) == len(payload)
+    finally:
+        writer.join()
+        os.close(out)
+        os.close(read_end)
+        loop.close()
+    assert (tmp_path / "out.part").read_bytes() == payload

@@ -18,8 +18,11 @@ One loop, no worker threads: measured on loopback, 2,000 x 50 KB took 0.10 s thi
 from __future__ import annotations
 
 import contextlib
+import errno
 import heapq
+import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -47,6 +50,10 @@ from pixsrc.types import Hasher, Transfer, TransferError, new_hasher
 BUFFER = 512 * 1024  # libcurl's receive buffer: fewer Python write callbacks for big files
 ERROR_BODY_LIMIT = 64 * 1024
 COPY_CHUNK = 1024 * 1024
+_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+_SENDFILE = sys.platform.startswith("linux")  # elsewhere sendfile() wants a socket to write to
+_NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EXDEV, errno.ENOTSOCK, getattr(errno, "ENOTSUP", errno.EINVAL),
+                getattr(errno, "EOPNOTSUPP", errno.EINVAL)}
 THREADED_HASH_SIZE = 8 << 20  # bodies this big are hashed on a second thread (see _Hashing)
 CHECKS_PER_JOB = 4  # conditional re-checks in flight per --jobs slot
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -565,24 +572,54 @@ class TransferLoop:
 
     def _copy(self, job: Job) -> Result:
         """Copy a local file into ``part`` (hashing it as it goes for a checksum): a download's checks."""
-        assert job.transfer.local_path is not None
+        source = job.transfer.local_path
+        assert source is not None
         check = new_hasher(job.checksum) if job.checksum else None
-        size = 0
         try:
-            with open(job.transfer.local_path, "rb") as src, open(job.part, "wb") as out:
-                while chunk := src.read(COPY_CHUNK):
-                    if self.cancel.is_set():
-                        raise KeyboardInterrupt
-                    out.write(chunk)
-                    if check is not None:
-                        check.update(chunk)
-                    size += len(chunk)
-                    if self.on_bytes is not None:
-                        self.on_bytes(len(chunk))
+            fd_in = os.open(source, os.O_RDONLY | _BINARY)
+            try:
+                fd_out = os.open(job.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _BINARY, 0o666)
+                try:
+                    size = self._pump(fd_in, fd_out, check)
+                finally:
+                    os.close(fd_out)
+            finally:
+                os.close(fd_in)
         except OSError as exc:
             job.part.unlink(missing_ok=True)
-            return Result(job.key, "failed", error=f"{exc.strerror or exc}: {job.transfer.local_path}")
+            return Result(job.key, "failed", error=f"{exc.strerror or exc}: {source}")
         return Result(job.key, "done", 0, size, check.hexdigest() if check else None, received=size)
+
+    def _pump(self, fd_in: int, fd_out: int, check: Hasher | None) -> int:
+        """The bytes of one open file into another. Without a hash to feed, in the kernel (sendfile:
+        no Python objects and half the system calls of shutil.copyfile, which stats both paths twice
+        more per file, for 50,000 small files); else, and where the kernel cannot, read and write."""
+        size = 0
+        in_kernel = check is None and _SENDFILE
+        while True:
+            if self.cancel.is_set():
+                raise KeyboardInterrupt
+            if in_kernel:
+                try:
+                    count = os.sendfile(fd_out, fd_in, None, COPY_CHUNK)
+                except OSError as exc:
+                    if size or exc.errno not in _NO_SENDFILE:
+                        raise
+                    in_kernel = False  # this pair of files cannot: copy through memory instead
+                    continue
+            else:
+                chunk = os.read(fd_in, COPY_CHUNK)
+                count = len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd_out, view):]
+                if check is not None:
+                    check.update(chunk)
+            if not count:
+                return size
+            size += count
+            if self.on_bytes is not None:
+                self.on_bytes(count)
 
 
 def _default_verdict(status: int, headers: Mapping[str, str]) -> TransferError:

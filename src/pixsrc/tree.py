@@ -121,11 +121,14 @@ class SafeTree:
         return names
 
     def install(self, part: Path, target: Path, rel: str) -> None:
-        st = lstat(target)
-        if st is not None and stat.S_ISDIR(st.st_mode):
+        try:
+            os.replace(part, target)  # never onto a folder (EISDIR; Windows: access denied)
+        except OSError:
+            st = lstat(target)
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                raise
             part.unlink(missing_ok=True)
-            raise AssetError(f"a folder is in the way at {rel}")
-        os.replace(part, target)
+            raise AssetError(f"a folder is in the way at {rel}") from None
 
     def remove(self, target: Path) -> None:
         target.unlink()
