@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pixsrc.errors import ConfigError, UsageError
 from pixsrc.locks import FileLock, make_private_dirs, tighten
@@ -82,6 +82,9 @@ def now_utc() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+IntervalOrigin = Literal["source", "defaults"]  # where a source's effective interval comes from
+
+
 @dataclass
 class Source:
     id: str
@@ -94,6 +97,14 @@ class Source:
     updated_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys pixsrc does not know, kept as they are
     interval: str | None = None  # as the user wrote it ("6h"); checked by pixsrc.schedule.parse_interval
+
+    def effective_interval(self, default: str | None) -> tuple[str | None, IntervalOrigin | None]:
+        """Its own interval, else the default one (``[defaults] interval``); and where it came from."""
+        if self.interval:
+            return self.interval, "source"
+        if default:
+            return default, "defaults"
+        return None, None
 
     def to_toml(self) -> dict[str, Any]:
         table: dict[str, Any] = {"name": self.name, "type": self.type, "enabled": self.enabled}

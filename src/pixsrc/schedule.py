@@ -23,13 +23,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pixsrc.durations import FORMS, HINT, parse_duration
 from pixsrc.errors import UsageError
 
 if TYPE_CHECKING:
-    from pixsrc.config import Config, Source
+    from pixsrc.config import Config, IntervalOrigin, Source
 
 MIN_INTERVAL = timedelta(minutes=1)
 MAX_SLACK = timedelta(minutes=1)
@@ -38,7 +38,6 @@ MAX_BACKOFF = timedelta(hours=1)
 SUCCESS = "ok"
 NOT_COUNTED = frozenset({"interrupted", "busy"})  # stopped by the person (or another pixsrc), not failed
 
-Origin = Literal["source", "defaults"]
 
 
 def parse_interval(text: str, name: str = "interval") -> timedelta:
@@ -75,15 +74,6 @@ def history(runs: Iterable[Mapping[str, Any]]) -> History:
     return History(last_ok, failures, last_failure)
 
 
-def effective_interval(source: Source, default: str | None) -> tuple[str | None, Origin | None]:
-    """The source's own interval, else the default one; and where it came from."""
-    if source.interval:
-        return source.interval, "source"
-    if default:
-        return default, "defaults"
-    return None, None
-
-
 def backoff(failures: int, first: timedelta = FIRST_BACKOFF, cap: timedelta = MAX_BACKOFF) -> timedelta:
     """The wait after the ``failures``-th failure in a row: ``first``, doubling, at most ``cap``."""
     if failures <= 0:
@@ -105,7 +95,7 @@ def rfc3339(when: datetime | None) -> str | None:
 class Schedule:
     source: str
     interval: str | None
-    interval_from: Origin | None
+    interval_from: IntervalOrigin | None
     last_ok: datetime | None
     failures: int
     retry_at: datetime | None
@@ -146,7 +136,7 @@ def describe(plan: Schedule) -> str:
 def schedule(source: Source, default_interval: str | None, past: History, now: datetime, *,
              first_backoff: timedelta = FIRST_BACKOFF) -> Schedule:
     """Whether ``source`` is due at ``now``, and when it is next (see the module's rules)."""
-    text, origin = effective_interval(source, default_interval)
+    text, origin = source.effective_interval(default_interval)
     last_ok = _at(past.last_ok)
     retry_at = None
     if past.failures and past.last_failure is not None:

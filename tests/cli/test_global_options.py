@@ -133,19 +133,21 @@ def _tree(command: Any) -> Any:
 
 
 def test_each_run_builds_only_its_command_and_gets_the_same_one() -> None:
-    """main() builds a root with only the module of the command on its command line (start-up): that
-    command must be the very one the whole app has, global options included, for every command."""
+    """main() imports and builds only the module of the command on its command line (start-up): the
+    table naming each command's module must match the modules, and each command built alone must be
+    the very one the whole app has, global options included."""
     import typer
 
     from pixsrc.cli import app as root
 
-    whole = typer.main.get_command(root.app)
-    assert set(whole.commands) >= {"list", "fetch", "auth", "export", "import", "completion"}
+    whole = typer.main.get_command(root.whole_app())
+    assert list(whole.commands) == list(root.COMMANDS)  # every command, in the table's (help's) order
     for name, command in whole.commands.items():
         for argv in ([name], ["--config", "x.toml", "-q", name, "--json"], ["--debug", name, "--help"]):
             module = root._module_of(argv)
-            assert module is not None, argv
+            assert module is not None and module.__name__ == f"pixsrc.cli.{root.COMMANDS[name]}", argv
             slim = typer.main.get_command(root._root((module,)))
+            assert list(slim.commands) == [n for n, m in root.COMMANDS.items() if m == root.COMMANDS[name]]
             assert _tree(slim.commands[name]) == _tree(command), name
     for argv in ([], ["--help"], ["-h", "list"], ["--version"], ["lst"], ["--config", "list"]):
         assert root._module_of(argv) is None, argv  # the whole app: its help, or its "Did you mean"

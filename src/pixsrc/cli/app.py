@@ -6,15 +6,18 @@ Command modules import only typer and the standard library at the top; everythin
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import sys
+from types import ModuleType
 from typing import Any
 
 import typer
 from typer.core import TyperGroup, TyperOption
 
 from pixsrc import __version__
-from pixsrc.cli import add, auth, common, completion, doctor, fetch, share, sources, stats, types_cmd, watch
+from pixsrc.cli import common, completion
 
 GLOBAL_PANEL = "Global options"
 
@@ -75,7 +78,7 @@ class RootGroup(TyperGroup):
         _add_global_options(self)
 
 
-def _root(modules: tuple[Any, ...]) -> typer.Typer:
+def _root(modules: tuple[ModuleType, ...]) -> typer.Typer:
     root = typer.Typer(
         name="pixsrc",
         help=(
@@ -91,36 +94,49 @@ def _root(modules: tuple[Any, ...]) -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     for module in modules:
-        root.add_typer(module.app, name="auth" if module is auth else None)
+        root.add_typer(module.app, name="auth" if module.__name__ == "pixsrc.cli.auth" else None)
     return root
 
 
-# the order of `pixsrc --help`: managing sources, fetching, signing in, then the rest
-MODULES = (add, sources, fetch, watch, auth, types_cmd, share, stats, doctor, completion)
-app = _root(MODULES)
+# each command's module in pixsrc.cli, in the order of `pixsrc --help`: managing sources, fetching,
+# signing in, then the rest (a test checks this against the commands the modules define)
+COMMANDS = {
+    "add": "add", "list": "sources", "show": "sources", "edit": "sources", "enable": "sources",
+    "disable": "sources", "remove": "sources", "fetch": "fetch", "watch": "watch", "auth": "auth",
+    "types": "types_cmd", "export": "share", "import": "share", "stats": "stats", "doctor": "doctor",
+    "completion": "completion",
+}
 
 
-def _module_of(argv: list[str]) -> Any:
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(f"pixsrc.cli.{name}")
+
+
+@functools.cache
+def whole_app() -> typer.Typer:
+    """The root with every command (help, completion, "did you mean", tests): built once per process."""
+    return _root(tuple(_module(name) for name in dict.fromkeys(COMMANDS.values())))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # `from pixsrc.cli.app import app`: the whole app, its modules imported only then
+        return whole_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _module_of(argv: list[str]) -> ModuleType | None:
     """The one module whose command argv runs, or None (no command, --help, an unknown name).
 
-    Typer turns every command's signature into Click objects on each run: for all ~30 commands that
-    was half of `pixsrc list`'s start-up. A run builds only its own command's module; the root's
-    help, completion and errors (which list or suggest commands) use the whole app."""
+    Typer turns every command's signature into Click objects on each run, and each command module
+    costs its import: a run imports and builds only its own command's module (a third of `pixsrc
+    list`'s start-up). The root's help, completion and errors (which list or suggest commands) use
+    the whole app."""
     words = iter(argv)
     for word in words:
         if word == "--config":
             next(words, None)
         elif not word.startswith("-"):
-            for module in MODULES:
-                if module is auth:
-                    if word == "auth":
-                        return module
-                    continue
-                names = {info.name or (info.callback.__name__ if info.callback else "").lower().replace("_", "-")
-                         for info in module.app.registered_commands}
-                if word in names:
-                    return module
-            return None
+            return _module(COMMANDS[word]) if word in COMMANDS else None
         elif word in ("-h", "--help", "--version"):
             return None
     return None
@@ -140,7 +156,7 @@ def main() -> None:
     module = None if os.environ.get(completion.COMPLETE_VAR) else _module_of(sys.argv[1:])
     stdout_was = _identity(1)
     try:
-        (app if module is None else _root((module,)))(prog_name="pixsrc")  # standalone: always ends in SystemExit
+        (whole_app() if module is None else _root((module,)))(prog_name="pixsrc")  # always ends in SystemExit
     except SystemExit as exc:
         code = exc.code
     # Two libraries end a closed pipe on their own with exit 1: Typer (and Click) behind a PacifyFlushWrapper

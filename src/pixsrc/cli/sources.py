@@ -40,12 +40,11 @@ def list_(
 ) -> None:
     """List the configured sources."""
     from pixsrc import registry
-    from pixsrc.schedule import effective_interval
 
     cfg = load(ctx)
     rows = [s for s in cfg.sources.values() if type_filter is None or s.type == type_filter]
     if json_out:
-        print_json([{**s.as_json(), "effective_interval": effective_interval(s, cfg.default_interval)[0],
+        print_json([{**s.as_json(), "effective_interval": s.effective_interval(cfg.default_interval)[0],
                      "available": registry.is_installed(s.type)} for s in rows])
         return
     if not rows:
@@ -58,9 +57,7 @@ def list_(
 
 def _interval(source: Source, default: str | None) -> str:
     """The interval as list and show print it: its own, the default one (marked), or nothing."""
-    from pixsrc.schedule import effective_interval
-
-    interval, origin = effective_interval(source, default)
+    interval, origin = source.effective_interval(default)
     return f"{interval} (default)" if origin == "defaults" else interval or ""
 
 @app.command(epilog="Example: pixsrc show client-assets --json")
@@ -72,12 +69,11 @@ def show(
 ) -> None:
     """Show one source, its config and where its credential is (never the credential)."""
     from pixsrc import registry, tokens
-    from pixsrc.schedule import effective_interval
 
     cfg = load(ctx)
     source = cfg.find(source_ref)
     data: dict[str, Any] = {**source.as_json(),
-                            "effective_interval": effective_interval(source, cfg.default_interval)[0],
+                            "effective_interval": source.effective_interval(cfg.default_interval)[0],
                             "available": registry.is_installed(source.type)}
     problem = None
     if data["available"]:

@@ -62,9 +62,7 @@ def watch(
 
 
 def _watching(default: str | None, source: Source) -> str:
-    from pixsrc.schedule import effective_interval
-
-    interval, origin = effective_interval(source, default)
+    interval, origin = source.effective_interval(default)
     return f"{source.id} (every {interval}{', the default' if origin == 'defaults' else ''})"
 
 
