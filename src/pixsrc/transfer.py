@@ -135,9 +135,10 @@ class _Attempt:
             parts = line.split(None, 2)
             self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
             self.headers = {}
-        elif b":" in line:
-            name, _, value = line.partition(b":")
-            self.headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+        else:
+            name, colon, value = line.decode("latin-1").partition(":")
+            if colon:
+                self.headers[name.strip().lower()] = value.strip()
 
     def write(self, data: bytes) -> int | None:
         if not self.started:
