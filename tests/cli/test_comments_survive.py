@@ -16,7 +16,7 @@ from support.cli import run
 
 from pixsrc.config import edit_config
 
-HAND_WRITTEN = """\
+HEADER = """\
 # pixsrc sources: written by hand, keep the comments!
 # (a second line of the file's header)
 
@@ -32,31 +32,6 @@ client_id = "abc.apps.example.com"   # my own OAuth client
 
 # --- work ---
 
-# the scanner drops its files here
-[sources.inbox]
-name    = "Inbox"        # shown in `pixsrc list`
-type    = "local-fs"
-enabled = true
-notes   = "hand-written, unknown to pixsrc"
-
-[sources.inbox.config]
-path      = "/tmp/inbox"   # scanner output
-recursive = true           # sub-folders too
-include   = [
-    "*.png",   # screenshots
-    "*.jpg",
-]
-
-# --- archive ---
-[sources.archive]
-name    = "Archive"
-type    = "local-fs"
-enabled = false          # only on demand
-
-  [sources.archive.config]
-  path = "/tmp/archive"
-
-# new sources go above this line
 """
 
 INBOX_TABLE = """\
@@ -105,6 +80,8 @@ path = "/tmp/camera"
 NOTES = 'notes   = "hand-written, unknown to pixsrc"\n'
 STAMPED = NOTES + "updated_at = STAMP\n"
 END = "# new sources go above this line\n"
+# each fragment is written once; the file is their sum
+HAND_WRITTEN = HEADER + INBOX_TABLE + ARCHIVE_TABLE + END
 ON_DEMAND = "enabled = false          # only on demand\n"
 
 # each command, and the only edits it may make to the file: (old text, new text), each old text once

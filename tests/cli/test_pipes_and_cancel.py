@@ -8,19 +8,22 @@ The prompt tests drive the real executable on a pseudo-terminal with pexpect.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
-from support.cli import pixsrc_exe, run, run_subprocess
+from support.cli import PLAIN_TERMINAL, finish, pixsrc_exe, run, run_subprocess
+from support.cli import spawn as spawn_on_pty
 
 from pixsrc.errors import EXIT_INTERRUPTED
 
 pexpect = pytest.importorskip("pexpect")
 
 CLOSED_PIPE = 141  # 128 + SIGPIPE: what the shell shows for git, cat, ... stopped by a closed pipe
+spawn = functools.partial(spawn_on_pty, **PLAIN_TERMINAL)  # prompts, no colour
 
 
 @pytest.fixture(scope="module")
@@ -87,19 +90,6 @@ def test_a_real_failure_with_a_closed_pipe_keeps_its_code(inbox: Path) -> None:
 
 
 # --- cancelling at a prompt -------------------------------------------------------------------
-
-def spawn(*args: str):
-    exe, *pre = pixsrc_exe()
-    env = {**os.environ, "TERM": "dumb", "NO_COLOR": "1", "COLUMNS": "200"}
-    return pexpect.spawn(exe, [*pre, *args], env=env, encoding="utf-8", timeout=30, dimensions=(50, 200))
-
-
-def finish(child) -> str:
-    child.expect(pexpect.EOF)
-    rest = child.before
-    child.close()
-    return rest
-
 
 def assert_cancelled(child) -> None:
     rest = finish(child)

@@ -11,6 +11,7 @@ each frame asserted on is one the display had to draw while the run was in that 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -18,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.cli import pixsrc_exe, run, run_subprocess
+from support.cli import finish, run, run_subprocess
+from support.cli import spawn as spawn_on_pty
 from support.gallery_server import GalleryServer
 
 pexpect = pytest.importorskip("pexpect")
@@ -28,6 +30,7 @@ SIZE = 50_000  # 60 x 50 KB = 3.0 MB
 PAGE = 20
 LAST = "zz/last.jpg"
 WAIT = 30.0  # a held answer gives up after this, so a failing test cannot hang the suite
+spawn = functools.partial(spawn_on_pty, rows=40, TERM="xterm-256color")  # a terminal with colour: the live display
 GAP = r"(?:\x1b\[[0-9;]*m| )+"  # between two columns of the live display: spaces and colour codes
 
 
@@ -67,19 +70,6 @@ def gallery(tmp_path: Path) -> Iterator[HeldGallery]:
         server.release()
 
 
-def spawn(*args: str, **env: str):
-    exe, *pre = pixsrc_exe()
-    full = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "200", **env}
-    return pexpect.spawn(exe, [*pre, *args], env=full, encoding="utf-8", timeout=30, dimensions=(40, 200))
-
-
-def rest(child) -> str:
-    child.expect(pexpect.EOF)
-    text = child.before
-    child.close()
-    return text
-
-
 def summary_line(text: str) -> str:
     [line] = re.findall(r"g: ok: [^\r\n]*", text)  # after a live display: behind the codes that cleared it
     return line
@@ -98,7 +88,7 @@ def test_live_display_shows_found_files_bytes_speed_and_what_is_in_flight(galler
     assert float(child.match.group(2)) > 0
     child.expect_exact(f"fetching {LAST}")
     gallery.last.set()
-    out = rest(child)
+    out = finish(child)
     assert child.exitstatus == 0, out
     line = summary_line(out)
     assert "60 listed, 60 new" in line
@@ -111,7 +101,7 @@ def test_plain_lines_without_escape_codes(gallery: HeldGallery, tmp_path: Path, 
     gallery.release()
     # a line at every chance instead of every 2 s: the run is shorter than one interval
     child = spawn("fetch", "g", "--dest", str(tmp_path / "out"), PIXSRC_PROGRESS_INTERVAL="0", **env)
-    out = rest(child)
+    out = finish(child)
     assert child.exitstatus == 0, out
     assert "\x1b" not in out
     assert "\r" not in out.replace("\r\n", "\n")  # no redrawing of a line either
@@ -135,7 +125,7 @@ def test_a_pipe_gets_no_progress(gallery: HeldGallery, tmp_path: Path) -> None:
 def test_quiet_on_a_terminal_prints_nothing(gallery: HeldGallery, tmp_path: Path) -> None:
     gallery.release()
     child = spawn("-q", "fetch", "g", "--dest", str(tmp_path / "out"))
-    out = rest(child)
+    out = finish(child)
     assert child.exitstatus == 0
     assert out == ""
     assert len(list((tmp_path / "out").rglob("*.jpg"))) == FILES

@@ -14,7 +14,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from fakes.dropbox import DropboxFake
 from fakes.google_drive import DriveFake
 from support.cli import pixsrc_exe, run
 from support.controllers import FakeBearer, FastContext
+from support.slow_gallery import SlowGallery
 
 from pixsrc import oauth, tokens
 from pixsrc.sources import dropbox, google_drive
@@ -335,39 +335,6 @@ def test_watch_fetches_a_drive_change_on_the_next_poll(drive: DriveFake, config_
 # -- stopping --------------------------------------------------------------------------------------------
 
 
-class SlowGallery:
-    """A remote-gallery JSON index whose files after the first trickle out (16 KB per 10 ms)."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        first = next(iter(files))
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client hung up
-                    name = self.path.lstrip("/")
-                    body = (json.dumps([{"path": n, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-                                        for n, d in files.items()]).encode() if not name else files[name])
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    step = len(body) if name in ("", first) else 16 * 1024
-                    for offset in range(0, len(body), step):
-                        self.wfile.write(body[offset : offset + step])
-                        self.wfile.flush()
-                        if step < len(body):
-                            time.sleep(0.01)  # a rate limit, not synchronisation
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 def test_sigterm_mid_fetch_stops_between_assets_and_exits_0(config_file: Path, tmp_path: Path,
                                                             state_path: Path) -> None:
     files = {"a-first.png": b"\x89PNG first" * 100}
@@ -382,8 +349,7 @@ def test_sigterm_mid_fetch_stops_between_assets_and_exits_0(config_file: Path, t
             poll(lambda: (dest / "a-first.png").exists(), what="the first file to land")
             code, _, err = proc.stop(signal.SIGTERM)
     finally:
-        gallery.server.shutdown()
-        gallery.server.server_close()
+        gallery.close()
     assert code == 0, err
     finals = {p.name for p in dest.iterdir() if not p.name.endswith(".part")}
     assert "a-first.png" in finals and len(finals) < len(files)  # it stopped early ...

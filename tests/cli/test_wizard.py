@@ -2,38 +2,26 @@
 
 from __future__ import annotations
 
-import os
+import functools
 import re
 import tomllib
 from pathlib import Path
 
 import pytest
-from support.cli import pixsrc_exe
+from support.cli import PLAIN_TERMINAL, finish
+from support.cli import spawn as spawn_on_pty
 
 pexpect = pytest.importorskip("pexpect")
 
 SECRET = "wiz-KEY-5a5a5a5a5a5a"
 URL = "https://assets.example.com/gallery/"
-
-
-def spawn(*args: str):
-    exe, *pre = pixsrc_exe()
-    env = {**os.environ, "TERM": "dumb", "NO_COLOR": "1", "COLUMNS": "200"}
-    child = pexpect.spawn(exe, [*pre, *args], env=env, encoding="utf-8", timeout=30, dimensions=(50, 200))
-    return child
+spawn = functools.partial(spawn_on_pty, **PLAIN_TERMINAL)  # prompts, no colour
 
 
 def expect(child, text: str) -> str:
     """Wait for the literal ``text``; return everything printed before it."""
     child.expect_exact(text)
     return child.before
-
-
-def finish(child) -> str:
-    child.expect(pexpect.EOF)
-    rest = child.before
-    child.close()
-    return rest
 
 
 def test_full_add_wizard(config_file: Path, isolated: Path) -> None:

@@ -1,4 +1,4 @@
-"""Running the real entry point: in-process (CliRunner) and as a subprocess."""
+"""Running the real entry point: in-process (CliRunner), as a subprocess, and on a pty (pexpect)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -29,3 +30,26 @@ def run_subprocess(*args: str, input: str | None = None, env: dict[str, str] | N
         [*pixsrc_exe(), *args], input=input if input is not None else "", capture_output=True, text=True,
         env={**os.environ, **(env or {})}, timeout=timeout, cwd=cwd,
     )
+
+
+PLAIN_TERMINAL = {"TERM": "dumb", "NO_COLOR": "1"}
+
+
+def spawn(*args: str, rows: int = 50, **env: str) -> Any:
+    """``pixsrc ARGS`` on a pty (pexpect), 200 columns wide; ``env`` adds to the environment
+    (``**PLAIN_TERMINAL`` for prompts without colour or live display)."""
+    import pexpect
+
+    exe, *pre = pixsrc_exe()
+    full = {**os.environ, "COLUMNS": "200", **env}
+    return pexpect.spawn(exe, [*pre, *args], env=full, encoding="utf-8", timeout=30, dimensions=(rows, 200))
+
+
+def finish(child: Any) -> str:
+    """Wait for the program to end; everything it printed since the last expect."""
+    import pexpect
+
+    child.expect(pexpect.EOF)
+    rest = str(child.before)
+    child.close()
+    return rest

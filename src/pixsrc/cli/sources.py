@@ -60,6 +60,7 @@ def _interval(source: Source, default: str | None) -> str:
     interval, origin = source.effective_interval(default)
     return f"{interval} (default)" if origin == "defaults" else interval or ""
 
+
 @app.command(epilog="Example: pixsrc show client-assets --json")
 @handle_errors
 def show(
