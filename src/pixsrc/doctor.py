@@ -18,6 +18,7 @@ Network checks run on threads, all at once, each within ``NETWORK_LIMIT``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import email.utils
 import os
@@ -205,6 +206,20 @@ def _state_path_check() -> Check:
         return _fail("state-path", None, f"{path} ({why}): {problem}",
                      "fix the folder's permissions, or set PIXSRC_STATE_DIR to a folder of your own", EXIT_USAGE)
     later = "" if existing == path else "; created on the first fetch"
+    db = path / "state.db"
+    if db.exists():
+        import sqlite3
+
+        try:  # read-only: doctor changes nothing (State() would tighten modes and migrate)
+            with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as conn:
+                verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            verdict = str(exc)
+        if verdict != "ok":
+            return _fail("state-path", None, f"{db} is not a usable pixsrc state database ({verdict})",
+                         f"move it aside (mv '{db}' '{db}.broken'): the files already downloaded are kept "
+                         "and taken over on the next fetch", EXIT_USAGE)
+        later = "; state.db passes SQLite's quick check"
     return _ok("state-path", None, f"{path} ({why}){later}")
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pixsrc.errors import UsageError
 from pixsrc.locks import make_private_dirs, tighten
 from pixsrc.redact import redact
 
@@ -139,9 +140,18 @@ class State:
     def __init__(self, path: Path) -> None:
         _open_private(path)
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        _switch_to_wal(self.db)
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        migrate(self.db)
+        try:
+            _switch_to_wal(self.db)
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            migrate(self.db)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            if isinstance(exc, sqlite3.OperationalError):  # locked past the timeout, a read-only disk, ...
+                raise UsageError(f"cannot use the state database {path}: {exc}") from None
+            # not a database, or a damaged one: never written over; without it pixsrc starts afresh
+            raise UsageError(f"{path} is not a usable pixsrc state database ({exc})",
+                             hint=f"move it aside (mv '{path}' '{path}.broken') and run again: the files "
+                                  "already downloaded are kept and taken over") from None
 
     def close(self) -> None:
         self.db.close()

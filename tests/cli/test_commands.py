@@ -434,3 +434,25 @@ def test_a_default_name_that_is_taken_becomes_free(config_file: Path) -> None:
     rows = {row["id"]: row["name"] for row in json.loads(ok("list", "--json").stdout)}
     assert sorted(rows.values()) == ["Local folder", "Local folder 2", "third"]
     assert run("add", "local-fs", "--name", "third", "--set", f"path={SAMPLES}").exit_code == 2  # a chosen one is not
+
+
+@pytest.mark.parametrize("args", [["fetch", "inbox"], ["stats"], ["fetch", "--due"], ["remove", "inbox", "--yes"]])
+def test_a_damaged_state_database_is_a_clear_error_that_changes_nothing(config_file: Path, state_path: Path,
+                                                                          tmp_path: Path, args: list[str]) -> None:
+    """Not "internal error: DatabaseError": the file is named with the fix, neither it nor the config is
+    touched (remove opens the state before it edits the config)."""
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"\x89PNG one")
+    assert run("add", "local-fs", "--id", "inbox", "--set", f"path={folder}", "--interval", "1h",
+               "--no-input").exit_code == 0
+    state_path.mkdir(parents=True)
+    damaged = state_path / "state.db"
+    damaged.write_bytes(b"not a database, " * 100)
+    config_before = config_file.read_bytes()
+    result = run(*args)
+    assert result.exit_code == 2, result.stderr
+    assert f"{damaged} is not a usable pixsrc state database" in result.stderr
+    assert f"mv '{damaged}' '{damaged}.broken'" in result.stderr and "internal error" not in result.stderr
+    assert damaged.read_bytes() == b"not a database, " * 100
+    assert config_file.read_bytes() == config_before

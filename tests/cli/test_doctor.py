@@ -149,6 +149,24 @@ def test_state_dir_that_cannot_be_a_folder_exits_2(tmp_path: Path, monkeypatch: 
     assert code == 2 and state["status"] == "fail" and "is a file, not a folder" in state["detail"]
 
 
+def test_a_damaged_state_database_fails_and_is_left_as_it_is(config_file: Path, state_path: Path,
+                                                              tmp_path: Path) -> None:
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "a.png").write_bytes(b"\x89PNG one")
+    assert run("add", "local-fs", "--id", "inbox", "--set", f"path={tmp_path / 'pics'}", "--no-input").exit_code == 0
+    state_path.mkdir(parents=True)
+    (state_path / "state.db").write_bytes(b"garbage" * 50)
+    code, report, _ = doctor()
+    state = one(report, "state-path")
+    assert (code, state["status"]) == (2, "fail")
+    assert "state.db is not a usable pixsrc state database (file is not a database)" in state["detail"]
+    assert "mv '" in state["fix"] and (state_path / "state.db").read_bytes() == b"garbage" * 50
+    (state_path / "state.db").unlink()
+    assert run("fetch", "inbox", "--dest", str(state_path.parent / "out")).exit_code == 0
+    code, report, _ = doctor()
+    assert "passes SQLite's quick check" in one(report, "state-path")["detail"]
+
+
 def test_unknown_source_and_disabled_sources(config_file: Path, tmp_path: Path) -> None:
     (tmp_path / "pics").mkdir()
     write_config(config_file, local(tmp_path / "pics", tmp_path / "out").replace(

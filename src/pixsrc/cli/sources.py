@@ -212,9 +212,19 @@ def remove(
         if not is_interactive():
             raise UsageError(f"removing {source.id!r} needs confirmation", hint="pass --yes")
         typer.confirm(f"Remove {source.name!r} ({source.id})? Downloaded files are kept.", abort=True)
-    with edit_config(path) as cfg:
-        cfg.sources.pop(cfg.find(source.id).id)
-    say(f"removed {source.id!r} from {path}")
+    db = state_dir() / "state.db"
+    from pixsrc.state import State
+
+    state = State(db) if db.exists() else None  # opened first: a damaged one stops us before any change
+    try:
+        with edit_config(path) as cfg:
+            cfg.sources.pop(cfg.find(source.id).id)
+        say(f"removed {source.id!r} from {path}")
+        if state is not None:
+            state.drop_source(source.id)
+    finally:
+        if state is not None:
+            state.close()
     from pixsrc import registry, tokens
     from pixsrc.errors import AuthRequired
 
@@ -225,11 +235,4 @@ def remove(
             say(f"deleted its credential from {where}")
     except AuthRequired as exc:
         warn(f"warning: could not delete its credential: {exc.message}")
-    db = state_dir() / "state.db"
-    if db.exists():
-        from pixsrc.state import State
-
-        state = State(db)
-        state.drop_source(source.id)
-        state.close()
 
