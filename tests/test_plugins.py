@@ -131,6 +131,27 @@ def test_a_source_of_the_broken_type_fails_cleanly(config_file: Path) -> None:
     assert "Traceback" not in fetched.stderr
 
 
+def test_commands_that_must_go_on_do_so_past_a_source_of_the_broken_type(config_file: Path) -> None:
+    """remove, auth status, auth check and show name the load failure for that source and still do
+    their work (remove looks for a stored key everywhere, the type's auth being unknown)."""
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text('version = 1\n[sources.bad]\nname = "Bad"\ntype = "broken-demo"\n'
+                           '[sources.fine]\nname = "Fine"\ntype = "local-fs"\n[sources.fine.config]\npath = "/tmp"\n')
+    status = run_subprocess("auth", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    rows = {row["source"]: row for row in json.loads(status.stdout)}
+    assert rows["bad"]["status"] == "unavailable" and "failed to load" in rows["bad"]["detail"]
+    assert rows["fine"]["status"] != "unavailable"
+    check = run_subprocess("auth", "check", "--json")
+    assert "internal error" not in check.stderr and "failed to load" in check.stdout, check.stderr
+    shown = run_subprocess("show", "bad")
+    assert shown.returncode == 2 and "failed to load" in shown.stderr and "reinstall" in shown.stderr
+    removed = run_subprocess("remove", "bad", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert "removed 'bad'" in removed.stderr
+    assert [s["id"] for s in json.loads(run_subprocess("list", "--json").stdout)] == ["fine"]
+
+
 def test_add_rejects_a_choice_outside_the_select() -> None:
     result = run("add", "demo-pattern", "--set", "prefix=x", "--set", "color=purple", "--no-input")
     assert result.exit_code == 2

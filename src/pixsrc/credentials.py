@@ -159,9 +159,10 @@ def check(sources: list[Source], providers: dict[str, Any], min_validity: float,
 def _offline(source: Source, providers: dict[str, Any], window: float, now: float) -> CheckResult:
     from pixsrc import registry, tokens
 
-    if not registry.is_installed(source.type):
-        return CheckResult(source.id, None, "unavailable", f"type {source.type!r} is not installed")
-    auth = registry.get(source.type).auth
+    stype, why = registry.usable(source.type)
+    if stype is None:
+        return CheckResult(source.id, None, "unavailable", why or "")
+    auth = stype.auth
     if auth.kind == "none":
         return CheckResult(source.id, "none", "ok", "needs no credential")
     login = f"run: pixsrc auth login {source.id}"

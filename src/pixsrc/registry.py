@@ -143,6 +143,17 @@ def get(type_id: str) -> SourceType:
     return _load(type_id)
 
 
+def usable(type_id: str) -> tuple[SourceType | None, str | None]:
+    """(the type, None); or (None, why it cannot be used: not installed, or its plugin fails to load)
+    for the commands that must go on without it (remove, auth status, auth check, show)."""
+    if not is_installed(type_id):
+        return None, f"type {type_id!r} is not installed"
+    try:
+        return _load(type_id), None
+    except TypeLoadError as exc:
+        return None, exc.message
+
+
 def load_all() -> tuple[list[SourceType], list[PluginProblem]]:
     """Every type that loads, and a problem for each that does not (`pixsrc types` shows both)."""
     types: list[SourceType] = []

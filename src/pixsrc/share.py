@@ -85,12 +85,8 @@ def settings_of(source: Source, with_dest: bool) -> dict[str, Any]:
 def _oauth_provider(type_id: str) -> OAuthProvider | None:
     from pixsrc import registry
 
-    if not registry.is_installed(type_id):
-        return None
-    try:
-        return registry.get(type_id).auth.oauth
-    except UsageError:  # a plugin that fails to load: `pixsrc types` reports it
-        return None
+    stype, _ = registry.usable(type_id)  # a plugin that fails to load: `pixsrc types` reports it
+    return stype.auth.oauth if stype is not None else None
 
 
 # -- export ---------------------------------------------------------------------------------------

@@ -113,10 +113,10 @@ def login(
 def _status_row(source: Source, providers: dict[str, Any]) -> dict[str, Any]:
     from pixsrc import registry, tokens
 
-    if not registry.is_installed(source.type):
-        return {"source": source.id, "kind": None, "status": "unavailable", "stored_in": None,
-                "detail": f"type {source.type!r} is not installed"}
-    return {"source": source.id, **tokens.describe(source.id, registry.get(source.type).auth, providers)}
+    stype, why = registry.usable(source.type)
+    if stype is None:
+        return {"source": source.id, "kind": None, "status": "unavailable", "stored_in": None, "detail": why}
+    return {"source": source.id, **tokens.describe(source.id, stype.auth, providers)}
 
 
 def _status_text(row: dict[str, Any]) -> str:

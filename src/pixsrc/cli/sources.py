@@ -76,17 +76,14 @@ def show(
     data: dict[str, Any] = {**source.as_json(),
                             "effective_interval": source.effective_interval(cfg.default_interval)[0],
                             "available": registry.is_installed(source.type)}
-    problem = None
-    if data["available"]:
-        stype = registry.get(source.type)
+    stype, problem = registry.usable(source.type)
+    data["auth"] = None
+    if stype is not None:
         try:
             stype.validate(source.config, f"sources.{source.id}.config")
         except UsageError as exc:
             problem = exc.message
-        data["auth"] = tokens.describe(source.id, stype.auth)
-    else:
-        problem = f"type {source.type!r} is not installed"
-        data["auth"] = None
+        data["auth"] = tokens.describe(source.id, stype.auth, cfg.providers())
     data["problem"] = problem
     if json_out:
         print_json(data)
@@ -95,7 +92,7 @@ def show(
     if problem:  # shown in full above, but scripts and cron must notice: exit 2 like fetch would
         from pixsrc.errors import ConfigError
 
-        raise ConfigError(problem, hint=f"fix it with `pixsrc edit {source.id}`" if data["available"] else
+        raise ConfigError(problem, hint=f"fix it with `pixsrc edit {source.id}`" if stype is not None else
                           f"reinstall the plugin that provides it, or `pixsrc remove {source.id}`")
 
 def _print_source(source: Source, data: dict[str, Any], problem: str | None, interval: str = "") -> None:
@@ -229,7 +226,8 @@ def remove(
     from pixsrc.errors import AuthRequired
 
     # tokens.forget asks no keyring for a type that needs no credential, nor for an optional one never stored
-    auth = registry.get(source.type).auth if registry.is_installed(source.type) else None
+    stype, _ = registry.usable(source.type)  # not installed, or a plugin that fails to load: look everywhere
+    auth = stype.auth if stype is not None else None
     try:
         for where in tokens.forget(source.id, auth):
             say(f"deleted its credential from {where}")
