@@ -222,10 +222,10 @@ class ScriptServer(Process):
 def build_tree(root: Path, files: int, size: int, folders: int, name: str = "img-{n:05d}.jpg") -> dict[str, str]:
     """root/fNN/img-NNNNN.jpg of random bytes (nothing compresses); returns relative path -> sha256.
 
-    The files are dated an hour back, as a published gallery's are: a file changed in the last two
-    minutes is re-checked by pixsrc on every run (its listed date is only to the minute)."""
+    The files are dated two days back, as a published gallery's are: a file changed in the last 12
+    hours is re-checked by pixsrc on every run (its listed date is only to the minute, maybe local)."""
     digests: dict[str, str] = {}
-    when = time.time() - 3600
+    when = time.time() - 2 * 86400
     for f in range(folders):
         (root / f"f{f:02d}").mkdir(parents=True, exist_ok=True)
     for n in range(files):

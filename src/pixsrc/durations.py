@@ -16,6 +16,7 @@ UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 FORMS = "30m, 6h, 7d, 2w"
 HINT = "a number and a unit (s, m, h, d, w), or several of them: 1h30m"
 _PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([wdhms])", re.IGNORECASE)
+LONGEST = timedelta(weeks=100 * 52)  # a century: any longer, dates computed from it leave the calendar
 
 
 def parse_duration(text: str, name: str = "duration") -> timedelta:
@@ -33,10 +34,9 @@ def parse_duration(text: str, name: str = "duration") -> timedelta:
         raise UsageError(f"{name} {text!r}: not a duration (use e.g. {FORMS})", hint=HINT)
     if seconds <= 0:
         raise UsageError(f"{name} {text!r}: must be longer than zero (use e.g. {FORMS})", hint=HINT)
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError:
-        raise UsageError(f"{name} {text!r}: too long (use e.g. {FORMS})", hint=HINT) from None
+    if seconds > LONGEST.total_seconds():
+        raise UsageError(f"{name} {text!r}: too long, at most 100 years ({LONGEST.days // 7}w)", hint=HINT)
+    return timedelta(seconds=seconds)
 
 
 def format_duration(span: timedelta | float) -> str:

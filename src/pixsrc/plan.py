@@ -102,12 +102,18 @@ def decide(asset: Asset, path: str, entry: Entry | None, dest: str, force: bool,
 
 
 def conditional_headers(entry: Entry) -> dict[str, str]:
-    """The validators a learned version carries, as the headers of a conditional GET."""
+    """The validators a learned version carries, as the headers of a conditional GET. A version read
+    from a listing carries none, but the file's mtime is the answer's Last-Modified (the engine set
+    it so): asking with it keeps a listing that stopped dating the file from re-downloading it."""
     kind, _, value = entry.version.partition(":")
     if kind == "etag" and value:
         return {"If-None-Match": value}
     if kind == "lm" and value:
         return {"If-Modified-Since": value}
+    if entry.version.startswith(LISTED):
+        from email.utils import formatdate
+
+        return {"If-Modified-Since": formatdate(entry.mtime_ns / 1e9, usegmt=True)}
     return {}
 
 

@@ -27,7 +27,8 @@ FILES = {
 
 
 class Nginx:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, local_time_zone: str | None = None) -> None:
+        """``local_time_zone`` (a POSIX TZ): the listing shows that zone's time (autoindex_localtime)."""
         self.root = folder / "www"
         self.log = folder / "access.log"
         self.root.mkdir(parents=True)
@@ -42,9 +43,11 @@ class Nginx:
             f"{user} daemon off; worker_processes 1; pid {folder / 'nginx.pid'}; error_log {folder / 'error.log'};\n"
             "events {}\n"
             f"http {{ log_format plain '$request_method|$request_uri|$status'; access_log {self.log} plain; {temp}\n"
-            f"  server {{ listen 127.0.0.1:{self.port}; root {self.root}; autoindex on; }} }}\n")
+            f"  server {{ listen 127.0.0.1:{self.port}; root {self.root}; autoindex on; "
+            f"autoindex_localtime {'on' if local_time_zone else 'off'}; }} }}\n")
+        env = {**os.environ, "TZ": local_time_zone} if local_time_zone else None
         self.process = subprocess.Popen([str(NGINX), "-p", str(folder), "-c", str(folder / "nginx.conf")],
-                                        stderr=subprocess.PIPE)
+                                        stderr=subprocess.PIPE, env=env)
         deadline = time.monotonic() + 10
         while True:  # ready when it accepts
             try:
@@ -84,7 +87,7 @@ def nginx(tmp_path: Path) -> Iterator[Nginx]:
 
 def test_real_nginx_listing_dates_make_a_re_fetch_ask_only_for_listings(nginx: Nginx, tmp_path: Path) -> None:
     for rel, data in FILES.items():
-        nginx.write(rel, data, age=3600)
+        nginx.write(rel, data, age=2 * 86400)
     nginx.write("new.jpg", b"changed a moment ago", age=0)
     add(f"http://127.0.0.1:{nginx.port}/", "index=html")
     dest = tmp_path / "dest"
@@ -98,7 +101,7 @@ def test_real_nginx_listing_dates_make_a_re_fetch_ask_only_for_listings(nginx: N
     assert again["unchanged"] == len(FILES) + 1
     assert nginx.file_requests() == [("GET", "/new.jpg", "304")]  # only the file too new to trust its date
 
-    nginx.write("sub/b c & \u00e9.png", b"edited", age=1800)
+    nginx.write("sub/b c & \u00e9.png", b"edited", age=86400)
     nginx.clear()
     changed = fetch(dest)
     assert changed["updated"] == 1
@@ -108,7 +111,7 @@ def test_real_nginx_listing_dates_make_a_re_fetch_ask_only_for_listings(nginx: N
 
 def test_real_nginx_recheck_asks_about_every_file(nginx: Nginx, tmp_path: Path) -> None:
     for rel, data in FILES.items():
-        nginx.write(rel, data, age=3600)
+        nginx.write(rel, data, age=2 * 86400)
     add(f"http://127.0.0.1:{nginx.port}/", "index=html", "recheck=true")
     dest = tmp_path / "dest"
     fetch(dest)
@@ -116,3 +119,20 @@ def test_real_nginx_recheck_asks_about_every_file(nginx: Nginx, tmp_path: Path) 
     assert fetch(dest)["unchanged"] == len(FILES)
     assert sorted(status for _, _, status in nginx.file_requests()) == ["304"] * len(FILES)
     assert run("show", "gal", "--json").stdout.count('"recheck": true') == 1
+
+
+def test_a_listing_in_local_time_west_of_utc_still_rechecks_recent_files(tmp_path: Path) -> None:
+    """autoindex_localtime on, 8 hours behind UTC: a file changed 3 hours ago is listed as if 11 hours
+    old. Trusting that date would miss a same-size rewrite; it is re-checked until 12 hours have passed."""
+    server = Nginx(tmp_path / "nginx", local_time_zone="UTC+8")  # POSIX: 8 hours west of Greenwich
+    try:
+        server.write("old.jpg", b"two days old", age=2 * 86400)
+        server.write("today.jpg", b"three hours old", age=3 * 3600)
+        add(f"http://127.0.0.1:{server.port}/", "index=html")
+        dest = tmp_path / "dest"
+        fetch(dest)
+        server.clear()
+        assert fetch(dest)["unchanged"] == 2
+        assert server.file_requests() == [("GET", "/today.jpg", "304")]
+    finally:
+        server.stop()

@@ -144,7 +144,7 @@ def test_html_listing_styles(gallery: GalleryServer, tmp_path: Path, style: str,
     assert [gallery.status_of(r) for r in rechecks] == [304] * len(MEDIA)
 
 
-def settled(gallery: GalleryServer, files: dict[str, bytes] = MEDIA, age: float = 3600) -> None:
+def settled(gallery: GalleryServer, files: dict[str, bytes] = MEDIA, age: float = 2 * 86400) -> None:
     """Files last changed ``age`` seconds ago: an nginx listing's dates then version them."""
     when = time.time() - age
     for rel, data in files.items():
@@ -166,7 +166,7 @@ def test_dated_listing_versions_files_so_a_re_fetch_asks_nothing(gallery: Galler
     assert gallery.heads() == []
 
     # changed on the server (another size and date): only that file is asked for, whole
-    gallery.write("sub/c.gif", b"GIF89a three, edited", mtime=time.time() - 1800)
+    gallery.write("sub/c.gif", b"GIF89a three, edited", mtime=time.time() - 86400)
     gallery.clear_requests()
     changed = fetch(dest)
     assert (changed["updated"], changed["unchanged"]) == (1, len(MEDIA) - 1)
@@ -175,20 +175,21 @@ def test_dated_listing_versions_files_so_a_re_fetch_asks_nothing(gallery: Galler
     assert (dest / "sub/c.gif").read_bytes() == b"GIF89a three, edited"
 
 
-def test_files_changed_in_the_last_minutes_are_still_rechecked(gallery: GalleryServer, tmp_path: Path) -> None:
-    """A listing's date is to the minute: a file changed within it may change again unseen, so a
-    file whose minute ended less than two minutes before the listing gets a conditional GET."""
+def test_files_changed_in_the_last_12_hours_are_still_rechecked(gallery: GalleryServer, tmp_path: Path) -> None:
+    """A listing's date is to the minute, and may be local time up to 12 h behind UTC: a file changed
+    within the last 12 hours (a moment ago, or 3 hours ago read as UTC) gets a conditional GET."""
     settled(gallery, {"old.jpg": b"old one"})
     settled(gallery, {"recent.jpg": b"changed a moment ago"}, age=0)
+    settled(gallery, {"today.jpg": b"changed this morning"}, age=3 * 3600)
     add(gallery.url, "index=html")
     dest = tmp_path / "dest"
     fetch(dest)
     gallery.clear_requests()
     again = fetch(dest)
-    assert again["unchanged"] == 2
-    (recheck,) = gallery.file_gets()
-    assert (recheck.rel, gallery.status_of(recheck)) == ("recent.jpg", 304)
-    assert recheck.headers.get("if-none-match") == etag_of(b"changed a moment ago")
+    assert again["unchanged"] == 3
+    rechecks = {r.rel: (gallery.status_of(r), r.headers.get("if-none-match")) for r in gallery.file_gets()}
+    assert rechecks == {"recent.jpg": (304, etag_of(b"changed a moment ago")),
+                        "today.jpg": (304, etag_of(b"changed this morning"))}
 
 
 def test_a_manifest_of_learned_versions_moves_to_listed_ones_with_one_check(gallery: GalleryServer,
@@ -214,10 +215,28 @@ def test_a_manifest_of_learned_versions_moves_to_listed_ones_with_one_check(gall
     assert gallery.file_gets() == []
 
 
+def test_files_no_longer_dated_are_asked_if_modified_since_not_downloaded_again(gallery: GalleryServer,
+                                                                               tmp_path: Path) -> None:
+    """Versions read from the listing carry no ETag: once the listing stops dating the files (here
+    recheck=true; also a file touched, or another server), each is asked If-Modified-Since its
+    recorded Last-Modified (the file's mtime), answered 304; nothing comes back whole."""
+    settled(gallery)
+    add(gallery.url, "index=html")
+    dest = tmp_path / "dest"
+    fetch(dest)
+    assert run("edit", "gal", "--set", "recheck=true").exit_code == 0
+    gallery.clear_requests()
+    report = fetch(dest)
+    assert (report["unchanged"], report["bytes"]) == (len(MEDIA), 0)
+    assert sorted((r.rel, gallery.status_of(r), "if-modified-since" in r.headers) for r in gallery.file_gets()) == \
+        sorted((rel, 304, True) for rel in MEDIA)
+
+
 @pytest.mark.parametrize("style", ["apache", "python"])
 def test_listings_without_exact_dates_keep_conditional_gets(gallery: GalleryServer, tmp_path: Path,
                                                              style: str) -> None:
-    """Apache shows local time and rounded sizes, Python's http.server neither: never trusted."""
+    """Apache's table listing (rounded sizes, local time) and Python's http.server (no dates) have no
+    nginx rows: nothing is versioned by them, every file is re-checked."""
     settled(gallery)
     gallery.html_style = style
     add(gallery.url, "index=html")

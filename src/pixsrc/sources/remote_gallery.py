@@ -10,10 +10,10 @@ download's ETag / Last-Modified, like a folder listing's files.
 HTML (``index = "html"``): directory listings as nginx/Apache autoindex, Python's http.server
 or ``rclone serve http`` produce them. Links are followed only below the URL, never above it,
 to ``max_depth`` folders, several folders at a time (at most ``jobs``). No HEAD requests. Where
-a listing dates its files (nginx autoindex: size and UTC minute), a file whose minute ended well
-before the listing was answered is versioned by that size and date, so a re-fetch asks nothing
-about it (as ``rclone`` compares size and time). Other files (other servers, files changed in the
-last two minutes, ``recheck = true``) have ``version=""``: the engine learns the version from the
+a listing dates its files (nginx autoindex: size and minute), a file whose minute ended over 12 hours
+before the listing was answered (whatever its time zone) is versioned by that size and date, so a
+re-fetch asks nothing about it (as ``rclone`` compares size and time). Other files (other servers,
+files changed in the last 12 hours, ``recheck = true``) have ``version=""``: the engine learns the version from the
 download's ETag / Last-Modified and re-checks it with a conditional GET.
 ``auto`` asks for JSON and crawls if HTML comes back.
 
@@ -80,10 +80,13 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=@-]+/?")
 # An nginx autoindex row: the link, its date (UTC, to the minute) and its size; folders show "-".
 _NGINX_ROW = re.compile(r'<a href="([^"]+)">[^<\n]*</a>[ \t]+(\d{2})-([A-Z][a-z]{2})-(\d{4}) (\d{2}):(\d{2})'
                         r"[ \t]+(\d+)\r?$", re.MULTILINE)
-_MONTHS = {name: number for number, name in enumerate(calendar.month_abbr) if name}
+_MONTHS = {name: number for number, name in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}  # not the locale's
 # A listed date is trusted once its minute ended this long before the listing was answered: a file
 # changed again within the minute pixsrc fetched it would otherwise keep its listed size and date.
-SETTLED = 120
+# nginx dates are UTC, unless `autoindex_localtime on`: west of Greenwich local time is up to 12 h
+# behind, so a date is only trusted once it is older than that too (east, files look newer: safe).
+SETTLED = 12 * 3600 + 120
 
 
 def _listed_versions(page: str, listed_at: float | None) -> dict[str, tuple[str, int]]:
