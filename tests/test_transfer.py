@@ -400,21 +400,38 @@ def test_on_start_is_told_only_when_a_job_really_starts(tmp_path: Path) -> None:
 # -- local copies (local-fs, same-content copies) ----------------------------------------------------
 
 
-def test_a_local_copy_moves_every_byte_in_chunks_and_counts_them(tmp_path: Path) -> None:
-    """Without a checksum the kernel copies (sendfile on Linux); progress is told per chunk."""
+@pytest.mark.parametrize("checksum", [None, "md5"])
+def test_a_local_copy_moves_every_byte_in_chunks_and_counts_them(tmp_path: Path, checksum: str | None,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a checksum the kernel copies (sendfile, on Linux); to feed a hash, Python reads and
+    writes. Either way progress is told per chunk and every byte arrives."""
+    import os
+    import sys
+
+    import pixsrc.transfer
+
+    kernel_calls: list[int] = []
+    real_sendfile = os.sendfile
+
+    def sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        kernel_calls.append(count)
+        return real_sendfile(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(pixsrc.transfer.os, "sendfile", sendfile, raising=False)
     data = bytes(range(256)) * (3 * 4096 + 7)  # 3 MiB and a bit: more than one chunk
     source = tmp_path / "big.bin"
     source.write_bytes(data)
     counted: list[int] = []
-    result, part = one(tmp_path, Transfer(local_path=str(source), resumable=False))
-    assert result.kind == "done" and result.size == len(data) and part.read_bytes() == data
     loop = TransferLoop(on_bytes=counted.append)
     try:
-        (again,) = list(loop.run([Job("k", Transfer(local_path=str(source)), tmp_path / "b.part", checksum="md5")]))
+        (result,) = list(loop.run([Job("k", Transfer(local_path=str(source)), tmp_path / "b.part",
+                                       checksum=checksum)]))
     finally:
         loop.close()
-    assert again.checksum == hashlib.md5(data).hexdigest() and (tmp_path / "b.part").read_bytes() == data
+    assert result.kind == "done" and result.size == len(data) and (tmp_path / "b.part").read_bytes() == data
+    assert result.checksum == (hashlib.md5(data).hexdigest() if checksum else None)
     assert sum(counted) == len(data) and len(counted) >= 3
+    assert bool(kernel_calls) == (checksum is None and sys.platform.startswith("linux"))
 
 
 def test_a_source_the_kernel_cannot_copy_from_is_read_and_written_instead(tmp_path: Path) -> None:

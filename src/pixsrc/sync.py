@@ -3,7 +3,7 @@
 - *plan* (``plan.py``, pure): the listing and the manifest in, one action per asset out;
   ``--dry-run`` stops there.
 - *transfer* (``transfer.py``): one libcurl multi loop moves the bytes of every Fetch into its
-  ``.part`` file, hashing on the way.
+  ``.part`` file, hashing on the way only what will be checked or compared (``_hash_for``).
 - *safe tree* (``tree.py``): folders below dest, symlink guards, ``.part`` -> final name.
 - *record*: finished assets go to the manifest in batches (every 256 or every second), and
   whatever finished is recorded when the run is interrupted.
@@ -353,13 +353,9 @@ class SyncRun:
             policy = RetryPolicy(retries=self.options.retries, base=policy.base, cap=policy.cap,
                                  deadline=policy.deadline, max_retry_after=policy.max_retry_after)
         on_start = self.on_start
-
-        def started(job: Any) -> None:
-            if on_start is not None:
-                on_start(job.key.fetch.path, job.key.fetch.asset.size)
-
+        started = None if on_start is None else (lambda job: on_start(job.key.fetch.path, job.key.fetch.asset.size))
         loop = TransferLoop(jobs=self.options.jobs, limit=self.limit, policy=policy, cancel=self.cancel,
-                            on_bytes=self.on_bytes, on_start=started if on_start is not None else None,
+                            on_bytes=self.on_bytes, on_start=started,
                             user_agent=self.user_agent or USER_AGENT,
                             auth_hint=f"run: pixsrc auth login {self.source_id}")
         recorder = _Recorder(self.state, self.source_id)
@@ -408,9 +404,7 @@ class SyncRun:
         else:
             transfer = self.controller.transfer(asset)
         conditional = conditional_headers(item.check) if item.check is not None else {}
-        job = Job(pending, transfer, part, conditional, asset.size,
-                  asset.checksum.algorithm if asset.checksum else None, pinned=bool(asset.version))
-        return job
+        return Job(pending, transfer, part, conditional, asset.size, _hash_for(item), pinned=bool(asset.version))
 
     def _copyable(self, asset: Asset, entry: Entry) -> bool:
         source = self.dest / entry.path
@@ -443,18 +437,19 @@ class SyncRun:
             if problem[1] and pending.mismatches < 2:  # once may be a glitch; twice, the source is wrong
                 return self._download_again(pending, loop)
             return Outcome(asset.id, item.path, "failed", wire, error=problem[0]), None
-        # the .part's sha256, hashed here only when something must be compared (a download moves
-        # its bytes unhashed unless the source has a checksum): "" until then
-        sha256 = result.checksum if asset.checksum is not None and asset.checksum.algorithm == "sha256" else ""
+        # the .part's sha256 when it was hashed on the way (_hash_for), else "" (not needed, not known)
+        sha256 = result.checksum if _hash_for(item) == "sha256" else ""
         version = asset.version or learned_version(result.etag, result.last_modified)
-        if not version:
-            sha256 = sha256 or hash_file(pending.part)
+        if not version:  # a server with no validator at all: the content is the version
+            try:
+                sha256 = sha256 or hash_file(pending.part)
+            except OSError as exc:
+                return Outcome(asset.id, item.path, "failed", wire, error=f"{exc.strerror}: {item.path}"), None
             version = f"sha256:{sha256}"
         if item.adopt:
-            return self._compare(pending, sha256 or hash_file(pending.part), version, wire)
+            return self._compare(pending, result.size, sha256, version, wire)
         check = item.check
-        if check is not None and result.size == check.size:
-            sha256 = sha256 or hash_file(pending.part)
+        if check is not None and sha256 and result.size == check.size:
             try:
                 same = sha256 == (check.sha256 or hash_file(pending.target))
             except OSError:  # our file went away meanwhile: the new one goes in its place
@@ -476,15 +471,18 @@ class SyncRun:
                 self.tree.remove(old)
         return Outcome(asset.id, item.path, item.action, wire, size=entry.size), entry
 
-    def _compare(self, pending: _Pending, sha256: str, version: str, wire: int) -> tuple[Outcome, Entry | None]:
-        """The downloaded ``.part`` against the unrecorded file in place: the file is never touched."""
+    def _compare(self, pending: _Pending, size: int, sha256: str, version: str,
+                 wire: int) -> tuple[Outcome, Entry | None]:
+        """The downloaded ``.part`` (``size`` bytes, hashed on the way) against the unrecorded file in
+        place: the file is never touched, and read only when its size matches."""
         from pixsrc.transfer import hash_file
 
         item, target = pending.fetch, pending.target
         pending.part.unlink(missing_ok=True)
         st = lstat(target)
         try:
-            same = st is not None and stat.S_ISREG(st.st_mode) and hash_file(target) == sha256
+            same = (st is not None and stat.S_ISREG(st.st_mode) and st.st_size == size
+                    and hash_file(target) == sha256)
         except OSError:
             same = False
         if not same or st is None:
@@ -521,8 +519,8 @@ class SyncRun:
         from pixsrc.transfer import Job
 
         asset = pending.fetch.asset
-        return Job(pending, transfer, pending.part, {}, asset.size,
-                   asset.checksum.algorithm if asset.checksum else None, pinned=bool(asset.version))
+        return Job(pending, transfer, pending.part, {}, asset.size, _hash_for(pending.fetch),
+                   pinned=bool(asset.version))
 
     def _entry(self, asset: Asset, path: str, target: Path, sha256: str, version: str | None = None,
                last_modified: str | None = None, touch: bool = True) -> Entry:
@@ -537,6 +535,14 @@ class SyncRun:
             os.utime(target, ns=(mtime_ns, mtime_ns))
         st = target.stat()
         return Entry(asset.id, version or asset.version, path, st.st_size, st.st_mtime_ns, sha256, time.time())
+
+
+def _hash_for(item: Fetch) -> str | None:
+    """What a transfer hashes on the way: the source's own checksum, to verify; sha256 when the
+    bytes will be compared with a file (a re-check answered 200, an adoption); else nothing."""
+    if item.asset.checksum is not None:
+        return item.asset.checksum.algorithm
+    return "sha256" if item.check is not None or item.adopt else None
 
 
 @contextlib.contextmanager

@@ -187,7 +187,7 @@ class Watch:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # a bug in one source must not end the watch of the others
-            report, reason = Report(source.id, status="invalid"), f"internal error: {type(exc).__name__}: {exc}"
+            report, reason = Report(source.id, status="error"), f"internal error: {type(exc).__name__}: {exc}"
             slot.hold_until = self.clock() + self.options.first_backoff
         with _signals_held():  # a finished fetch is booked and reported whole; a stop comes after
             if report.status == "busy":  # not recorded as a run: wait a little before trying again
