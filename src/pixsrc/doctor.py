@@ -276,10 +276,7 @@ def _keyring_check(plans: list[_Plan]) -> Check:
     if tokens.default_store() == "file":
         return _ok("keyring", None, "not used: PIXSRC_TOKEN_STORE=file keeps credentials in "
                    f"{tokens.file_store_path()}")
-    try:
-        limit = min(KEYRING_LIMIT, float(os.environ.get("PIXSRC_KEYRING_TIMEOUT", KEYRING_LIMIT)))
-    except ValueError:
-        limit = KEYRING_LIMIT
+    limit = min(KEYRING_LIMIT, tokens.keyring_timeout())
     backend: list[str] = []
 
     def probe() -> None:

@@ -232,12 +232,30 @@ class TokenSet:
             fields: dict[str, Any] = {k: data.get(k) for k in cls.__dataclass_fields__}
             fields["token_type"] = fields["token_type"] or "Bearer"
             fields["obtained_at"] = fields["obtained_at"] or 0.0
+            _check_types(fields)
             tokens = cls(**fields)
         except (ValueError, TypeError) as exc:
             raise AuthRequired(f"the stored OAuth credential is unreadable ({type(exc).__name__})") from None
         redact.register(tokens.access_token)
         redact.register(tokens.refresh_token)
         return tokens
+
+
+_TEXT_FIELDS = ("provider", "access_token", "refresh_token", "scope", "token_type")
+_TIME_FIELDS = ("expires_at", "obtained_at", "refresh_obtained_at", "refresh_expires_at")
+
+
+def _check_types(fields: Mapping[str, Any]) -> None:
+    """A credential edited by hand or pasted into PIXSRC_AUTH_*: texts are strings, times are epoch
+    seconds this side of the year 5000 (else expiry arithmetic ends in a TypeError or OverflowError)."""
+    for key in _TEXT_FIELDS:
+        if fields[key] is not None and not isinstance(fields[key], str):
+            raise ValueError(f"{key} is not a string")
+    for key in _TIME_FIELDS:
+        value = fields[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not 0 <= value < 1e11):  # NaN fails the comparison too
+            raise ValueError(f"{key} is not a time")
 
 
 def _token_set(provider: str, answer: Mapping[str, Any], previous: TokenSet | None = None) -> TokenSet:

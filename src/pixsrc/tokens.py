@@ -58,11 +58,21 @@ def _no_keyring(source_id: str, reason: str) -> KeyringUnavailable:
 
 
 _hung: list[float] = []  # once the keyring timed out, later calls in this process fail at once
+KEYRING_TIMEOUT = 10.0
+
+
+def keyring_timeout() -> float:
+    """Seconds to wait for the keyring: ``PIXSRC_KEYRING_TIMEOUT`` when it is a positive number."""
+    try:
+        value = float(os.environ.get("PIXSRC_KEYRING_TIMEOUT", KEYRING_TIMEOUT))
+    except ValueError:
+        return KEYRING_TIMEOUT
+    return value if 0 < value < 3600 else KEYRING_TIMEOUT
 
 
 def _keyring_call(source_id: str, call: Callable[[], T], timeout: float | None = None) -> T:
     if timeout is None:  # `pixsrc doctor` passes its own, shorter deadline
-        timeout = float(os.environ.get("PIXSRC_KEYRING_TIMEOUT", "10"))
+        timeout = keyring_timeout()
     if _hung:
         raise _no_keyring(source_id, f"the keyring did not answer within {_hung[0]:g} s (locked or hung?)")
     outcome: dict[str, object] = {}

@@ -349,3 +349,14 @@ def test_status_of_sources_without_a_credential(source: str, tmp_path: Path) -> 
     logout = run_subprocess("auth", "logout", "local", env=FAIL_BACKEND)
     assert logout.returncode == 0
     assert logout.stderr == "source 'local' (local-fs) needs no credential; nothing to delete\n"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("3s", 10.0), ("", 10.0), ("-1", 10.0), ("nan", 10.0), ("2.5", 2.5)])
+def test_a_bad_keyring_timeout_falls_back_to_the_default(monkeypatch: pytest.MonkeyPatch, value: str,
+                                                          expected: float) -> None:
+    """PIXSRC_KEYRING_TIMEOUT=3s ended every command that asks the keyring in "internal error"."""
+    from pixsrc import tokens
+
+    monkeypatch.setenv("PIXSRC_KEYRING_TIMEOUT", value)
+    assert tokens.keyring_timeout() == expected
+    assert run("auth", "status").exit_code == 0

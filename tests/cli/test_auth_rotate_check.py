@@ -4,6 +4,7 @@ ages in `auth status`, and the CI gate `auth check`: real keyring (keyrings.alt)
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -313,6 +314,21 @@ def test_the_providers_word_on_the_refresh_token_wins(config_file: Path) -> None
     code, rows, _ = check("pins")
     assert (code, rows["pins"]["status"]) == (3, "expired")
     assert run("auth", "status", "pins", "--json").stdout.count('"status": "expired"') == 1
+
+
+@pytest.mark.parametrize("field, value", [("refresh_expires_at", "2027-01-01"), ("refresh_obtained_at", "x"),
+                                          ("expires_at", 1e300), ("refresh_token", 42), ("obtained_at", True)])
+def test_a_hand_edited_credential_with_wrong_types_is_unreadable_not_an_internal_error(
+        config_file: Path, field: str, value: Any) -> None:
+    add_oauth_sources(config_file)
+    stored = {"provider": "pinterest", "access_token": "at-7f3e9c1d", "refresh_token": "rt-7f3e9c1d",
+              "expires_at": time.time() + 3600, "scope": "s", "obtained_at": time.time(), field: value}
+    env = {"PIXSRC_AUTH_PINS": json.dumps(stored)}
+    for args in (["auth", "check", "pins"], ["auth", "status", "pins"]):  # doctor shares the parse (no network here)
+        result = run_subprocess(*args, env=env)
+        assert "internal error" not in result.stderr + result.stdout, (args, result.stderr)
+        assert re.search(r"unreadable|: invalid", result.stdout + result.stderr), (args, result.stdout)
+        assert "7f3e9c1d" not in result.stdout + result.stderr
 
 
 def test_a_testing_google_app_sets_its_refresh_token_lifetime(config_file: Path) -> None:
