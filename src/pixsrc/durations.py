@@ -35,7 +35,7 @@ def parse_duration(text: str, name: str = "duration") -> timedelta:
     if seconds <= 0:
         raise UsageError(f"{name} {text!r}: must be longer than zero (use e.g. {FORMS})", hint=HINT)
     if seconds > LONGEST.total_seconds():
-        raise UsageError(f"{name} {text!r}: too long, at most 100 years ({LONGEST.days // 7}w)", hint=HINT)
+        raise UsageError(f"{name} {text!r}: too long, at most 100 years (use e.g. {FORMS})", hint=HINT)
     return timedelta(seconds=seconds)
 
 
