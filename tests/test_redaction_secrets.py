@@ -123,3 +123,18 @@ def test_an_unknown_field_named_like_a_credential_is_reported_readably() -> None
     assert result.exit_code == 2
     assert "--set api_key: remote-gallery has no field 'api_key'" in result.stderr, result.stderr
 
+
+
+def test_text_output_on_stdout_is_masked_like_messages(capsys: pytest.CaptureFixture[str]) -> None:
+    """auth check's and auth status's lines and every table (doctor's too) mask a registered secret:
+    their details can quote a server's answer (auth check --online)."""
+    from pixsrc.cli.common import print_table, print_text
+
+    secret = "plain-echoed-secret-4d2e"
+    redact.register(secret)
+    print_text(f"gal: rejected: the server said {secret!r}")
+    print_table(["SOURCE", "DETAIL"], [["gal", f"quoted {secret}"]])
+    print_table(["SOURCE", "DETAIL"], [["gal", "Authorization: Bearer abc.def.ghi-shaped"]], patterns=True)
+    out = capsys.readouterr().out
+    assert secret not in out and out.count(redact.MASK) == 3
+    assert "abc.def.ghi-shaped" not in out

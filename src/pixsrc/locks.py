@@ -52,6 +52,7 @@ def tighten(path: Path) -> None:
     except OSError:
         pass
 
+
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 

@@ -39,7 +39,6 @@ SUCCESS = "ok"
 NOT_COUNTED = frozenset({"interrupted", "busy"})  # stopped by the person (or another pixsrc), not failed
 
 
-
 def parse_interval(text: str, name: str = "interval") -> timedelta:
     """A source's interval: a duration (``30m``, ``6h``, ``1d``) of at least a minute."""
     span = parse_duration(text, name)

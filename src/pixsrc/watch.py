@@ -290,7 +290,6 @@ class Watch:
             controller.close()
             state.close()
 
-
     def _until_fetched(self, slot: _Slot, generation: int) -> None:
         """Block a waiter until a fetch of its source has run (it will see the change), or the stop."""
         with self._turn:

@@ -126,6 +126,10 @@ def test_interval_is_a_key_of_the_source_table_set_by_flag_or_reserved_set(confi
     assert "interval" not in config_table(config_file, "a")
     assert run("edit", "b", "--unset", "interval").exit_code == 0
     assert "interval" not in config_table(config_file, "b")
+    before = config_file.read_bytes()
+    contradiction = run("edit", "b", "--interval", "6h", "--unset", "interval")  # was: silently nothing
+    assert contradiction.exit_code == 2 and "contradict" in contradiction.stderr
+    assert config_file.read_bytes() == before
 
     bad = run("edit", "a", "--interval", "10s")
     assert bad.exit_code == 2 and "--interval '10s': at least 1m" in bad.stderr

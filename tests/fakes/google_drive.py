@@ -458,6 +458,7 @@ class DriveFake(OneServerFake):
     authorize_url = property(lambda self: self.base_url + "/o/oauth2/v2/auth")
     token_url = property(lambda self: self.base_url + "/token")
     revoke_url = property(lambda self: self.base_url + "/revoke")
+
     def fail_next_error(
         self,
         status: int,

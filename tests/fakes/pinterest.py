@@ -182,6 +182,7 @@ class PinterestFake(OneServerFake):
     authorize_url = property(lambda self: self.server.base_url + "/oauth/")
     token_url = property(lambda self: self.server.base_url + "/v5/oauth/token")
     revoke_url = property(lambda self: self.server.base_url + "/v5/oauth/token/revoke")
+
     def fail_next_error(
         self,
         status: int,

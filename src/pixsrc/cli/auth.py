@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pixsrc.cli.common import SourceArg, handle_errors, is_interactive, load, print_json, say, warn
+from pixsrc.cli.common import SourceArg, handle_errors, is_interactive, load, print_json, print_text, say, warn
 from pixsrc.errors import UsageError
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ def status(
         print_json(rows)
         return
     for row in rows:
-        print(_status_text(row))
+        print_text(_status_text(row))
 
 
 @app.command(epilog="Example: pixsrc auth logout my-drive")
@@ -312,7 +312,7 @@ def check(
                     "online": online, "sources": [result.as_dict() for result in results]})
     else:
         for result in results:
-            print(f"{result.source}: {result.status}: {result.detail}")
+            print_text(f"{result.source}: {result.status}: {result.detail}")  # a server's words, --online
         if not results:
             say("no enabled sources to check")
     if code:

@@ -103,12 +103,20 @@ def print_json(data: Any) -> None:
     sys.stdout.write(redact(json.dumps(data, indent=2, ensure_ascii=False, default=str), patterns=False) + "\n")
 
 
-def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    """A plain aligned table on stdout (rich costs ~25 ms of start-up for this)."""
+def print_text(line: str, patterns: bool = True) -> None:
+    """A line of data on stdout, masked like every message (``patterns``: also token-shaped text,
+    for lines that carry a server's or a library's words)."""
+    from pixsrc.redact import redact
+
+    sys.stdout.write(redact(line, patterns=patterns) + "\n")
+
+
+def print_table(headers: list[str], rows: list[list[str]], patterns: bool = False) -> None:
+    """A plain aligned table on stdout (rich costs ~25 ms of start-up for this), masked as print_text."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
     for row in [headers, *rows]:
-        line = "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
-        sys.stdout.write(line.rstrip() + "\n")
+        print_text("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(),
+                   patterns)
 
 
 def choose(label: str, options: list[str], default: str | None = None) -> str:

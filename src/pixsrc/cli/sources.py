@@ -95,6 +95,7 @@ def show(
         raise ConfigError(problem, hint=f"fix it with `pixsrc edit {source.id}`" if stype is not None else
                           f"reinstall the plugin that provides it, or `pixsrc remove {source.id}`")
 
+
 def _print_source(source: Source, data: dict[str, Any], problem: str | None, interval: str = "") -> None:
     lines = [f"{source.name} ({source.id})", f"  type:     {source.type}",
              f"  enabled:  {'yes' if source.enabled else 'no'}", f"  dest:     {source.dest or '(default)'}",
@@ -107,6 +108,7 @@ def _print_source(source: Source, data: dict[str, Any], problem: str | None, int
     if problem:
         lines.append(f"  problem:  {problem}")
     print("\n".join(lines))
+
 
 @app.command(epilog="Example: pixsrc edit client-assets --set index=json --unset max_depth")
 @handle_errors
@@ -128,6 +130,8 @@ def edit(
     flags = bool(sets or unsets or name is not None or dest is not None or interval is not None)
     sets, interval = take_interval(sets or [], interval)
     if "interval" in (unsets or []):  # reserved like --set interval=: the source's own setting
+        if interval:
+            raise UsageError("--unset interval and a new interval contradict each other; give one of them")
         unsets = [key for key in unsets or [] if key != "interval"]
         interval = ""
     interactive = is_interactive() and not flags
@@ -167,9 +171,10 @@ def edit(
         elif flags:
             say(f"nothing to change in {source.id!r}: it already has those values")
         else:
-            say(f"nothing to change in {source.id!r}: give --set KEY=VALUE, --unset KEY, --name or --dest")
+            say(f"nothing to change in {source.id!r}: give --set KEY=VALUE, --unset KEY, --name, --dest or --interval")
         return
     say(f"updated {source.id!r}")
+
 
 def _set_enabled(ctx: typer.Context, source_ref: str, enabled: bool) -> None:
     from pixsrc.config import edit_config, now_utc
@@ -181,17 +186,20 @@ def _set_enabled(ctx: typer.Context, source_ref: str, enabled: bool) -> None:
             source.updated_at = now_utc()
     say(f"{'enabled' if enabled else 'disabled'} {source.id!r}")
 
+
 @app.command(epilog="Example: pixsrc enable client-assets")
 @handle_errors
 def enable(ctx: typer.Context, source_ref: SourceArg) -> None:
     """Include a source in `fetch --all` again."""
     _set_enabled(ctx, source_ref, True)
 
+
 @app.command(epilog="Example: pixsrc disable client-assets")
 @handle_errors
 def disable(ctx: typer.Context, source_ref: SourceArg) -> None:
     """Leave a source out of `fetch --all` (it stays configured)."""
     _set_enabled(ctx, source_ref, False)
+
 
 @app.command(epilog="Example: pixsrc remove client-assets --yes")
 @handle_errors
