@@ -167,20 +167,21 @@ class Config:
         """A source by id, or by exact name (case-insensitive); unknown ones suggest the closest."""
         if ref in self.sources:
             return self.sources[ref]
-        folded = ref.casefold()
-        for source in self.sources.values():
-            if source.name.casefold() == folded:
-                return source
+        if (source := self.named(ref)) is not None:
+            return source
         from pixsrc.registry import suggest
 
         choices = list(self.sources) + [s.name for s in self.sources.values()]
         raise UsageError(f"no source named {ref!r} in {self.path}", hint=suggest(ref, choices, "pixsrc list"))
 
-    def name_taken(self, name: str, but: str | None = None) -> bool:
-        """Names are unique case-insensitively (`fetch "client assets"` must mean one source); ``but`` is
-        the id of the source being renamed."""
+    def named(self, name: str, but: str | None = None) -> Source | None:
+        """The source with this name, compared as names are kept unique: stripped, case-insensitively
+        (`fetch "client assets"` must mean one source); ``but`` is the id of a source to leave out."""
         folded = name.strip().casefold()
-        return any(s.name.casefold() == folded and s.id != but for s in self.sources.values())
+        return next((s for s in self.sources.values() if s.name.strip().casefold() == folded and s.id != but), None)
+
+    def name_taken(self, name: str, but: str | None = None) -> bool:
+        return self.named(name, but) is not None
 
     def check_name(self, name: str, but: str | None = None) -> str:
         """A name the user chose, stripped; empty or taken ones are refused."""

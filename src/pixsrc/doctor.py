@@ -216,9 +216,10 @@ def _state_path_check() -> Check:
         except sqlite3.DatabaseError as exc:
             verdict = str(exc)
         if verdict != "ok":
-            return _fail("state-path", None, f"{db} is not a usable pixsrc state database ({verdict})",
-                         f"move it aside (mv '{db}' '{db}.broken'): the files already downloaded are kept "
-                         "and taken over on the next fetch", EXIT_USAGE)
+            from pixsrc.state import unusable
+
+            unsound = unusable(db, verdict)
+            return _fail("state-path", None, unsound.message, unsound.hint, EXIT_USAGE)
         later = "; state.db passes SQLite's quick check"
     return _ok("state-path", None, f"{path} ({why}){later}")
 

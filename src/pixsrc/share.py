@@ -413,7 +413,7 @@ def _merge(cfg: Config, entries: list[Entry], providers: dict[str, dict[str, Any
     for entry in entries:
         new = entry.source
         existing = cfg.sources.get(new.id)
-        owner = next((s.id for s in cfg.sources.values() if s.name.casefold() == new.name.casefold()), None)
+        owner = owner_source.id if (owner_source := cfg.named(new.name)) is not None else None
 
         if existing is not None and settings_of(existing, entry.has_dest) == settings_of(new, entry.has_dest):
             outcomes.append(_outcome(entry, "skipped", existing.id, existing.name, "identical"))

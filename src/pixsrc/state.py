@@ -136,6 +136,13 @@ def _switch_to_wal(db: sqlite3.Connection) -> None:
             db.execute("PRAGMA journal_mode=WAL")
 
 
+def unusable(path: Path, why: str) -> UsageError:
+    """Not a database, or a damaged one: never written over; without it pixsrc starts afresh."""
+    return UsageError(f"{path} is not a usable pixsrc state database ({why})",
+                      hint=f"move it aside (mv '{path}' '{path}.broken') and run again: the files already "
+                           "downloaded are kept and taken over")
+
+
 class State:
     def __init__(self, path: Path) -> None:
         _open_private(path)
@@ -148,10 +155,7 @@ class State:
             self.db.close()
             if isinstance(exc, sqlite3.OperationalError):  # locked past the timeout, a read-only disk, ...
                 raise UsageError(f"cannot use the state database {path}: {exc}") from None
-            # not a database, or a damaged one: never written over; without it pixsrc starts afresh
-            raise UsageError(f"{path} is not a usable pixsrc state database ({exc})",
-                             hint=f"move it aside (mv '{path}' '{path}.broken') and run again: the files "
-                                  "already downloaded are kept and taken over") from None
+            raise unusable(path, str(exc)) from None
 
     def close(self) -> None:
         self.db.close()

@@ -61,8 +61,8 @@ def _verify(cfg: Config, source: Source) -> None:
         say(f"checked: {checked}")
 
 
-def _read_key(label: str, from_stdin: bool) -> str:
-    """An API key from stdin or a hidden prompt, masked in every message from now on."""
+def _read_key(label: str, from_stdin: bool, what: str = "key", flag: str = "--api-key-stdin") -> str:
+    """A key or secret from stdin or a hidden prompt, masked in every message from now on."""
     from pixsrc import redact
 
     if from_stdin:
@@ -70,10 +70,10 @@ def _read_key(label: str, from_stdin: bool) -> str:
     elif is_interactive():
         secret = typer.prompt(label, hide_input=True).strip()
     else:
-        raise UsageError("no terminal to ask for the key", hint="pipe it in with --api-key-stdin")
+        raise UsageError(f"no terminal to ask for the {what}", hint=f"pipe it in with {flag}")
     redact.register(secret)
     if not secret:
-        raise UsageError("the key is empty")
+        raise UsageError(f"the {what} is empty")
     return secret
 
 
@@ -203,22 +203,14 @@ def client(
     store: StoreOption = None,
 ) -> None:
     """Store an OAuth client secret in the keyring (its client_id goes in the config's \\[providers.PROVIDER] table)."""
-    from pixsrc import oauth, redact, registry, tokens
+    from pixsrc import oauth, registry, tokens
 
     _check_store(store)
     types, _ = registry.load_all()
     known = sorted({t.auth.oauth.name for t in types if t.auth.oauth is not None})
     if provider not in known:
         raise UsageError(f"unknown OAuth provider {provider!r}", hint=registry.suggest(provider, known, "pixsrc types"))
-    if secret_stdin:
-        secret = sys.stdin.read().strip()
-    elif is_interactive():
-        secret = typer.prompt(f"Client secret for {provider}", hide_input=True).strip()
-    else:
-        raise UsageError("no terminal to ask for the secret", hint="pipe it in with --secret-stdin")
-    redact.register(secret)  # from now on no message can show it
-    if not secret:
-        raise UsageError("the secret is empty")
+    secret = _read_key(f"Client secret for {provider}", secret_stdin, "secret", "--secret-stdin")
     where = tokens.put(oauth.client_secret_key(provider), secret, store)  # type: ignore[arg-type]
     say(f"stored the {provider} client secret in {where}")
 

@@ -97,10 +97,11 @@ def warn(message: str) -> None:
     print(redact(message), file=sys.stderr)
 
 
-def print_json(data: Any) -> None:
+def print_json(data: Any, indent: int | None = 2) -> None:
+    """JSON on stdout, registered secrets masked; ``indent=None``: one line (watch's JSON Lines)."""
     from pixsrc.redact import redact
 
-    sys.stdout.write(redact(json.dumps(data, indent=2, ensure_ascii=False, default=str), patterns=False) + "\n")
+    sys.stdout.write(redact(json.dumps(data, indent=indent, ensure_ascii=False, default=str), patterns=False) + "\n")
 
 
 def print_text(line: str, patterns: bool = True) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pixsrc.cli.common import app_state, handle_errors, load, say, source_ids, warn
+from pixsrc.cli.common import app_state, handle_errors, load, print_json, say, source_ids, warn
 
 if TYPE_CHECKING:
     from pixsrc.config import Source
@@ -71,14 +71,9 @@ def _show(event: Fetched, json_out: bool, quiet: bool) -> None:
 
     report, after = event.report, event.after
     source_id = event.source.id
-    if json_out:
-        import json
-
-        from pixsrc.redact import redact
-
-        line = {"schema": 1, "time": rfc3339(event.started), "trigger": event.trigger, **report.as_json(),
-                "dest": str(event.dest), "next_due": rfc3339(after.next_due)}
-        sys.stdout.write(redact(json.dumps(line, ensure_ascii=False, default=str), patterns=False) + "\n")
+    if json_out:  # one line per fetch (JSON Lines), as it happens
+        print_json({"schema": 1, "time": rfc3339(event.started), "trigger": event.trigger, **report.as_json(),
+                    "dest": str(event.dest), "next_due": rfc3339(after.next_due)}, indent=None)
         sys.stdout.flush()
     next_try = rfc3339(after.next_due)
     if event.reason:
