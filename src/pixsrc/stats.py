@@ -102,15 +102,16 @@ def _run(run: RunSummary, status: bool = False) -> dict[str, Any]:
 
 
 def _days(per_day: list[tuple[str, int, int]], start: float | None, now: float) -> list[dict[str, Any]]:
-    """Every local date of the window (from the first recorded day when it has no start), gaps as zeros."""
+    """Every local date of the window, gaps as zeros; from the first recorded day when the window has
+    no start or is longer than a year (`--since 100w` lists no decades of zeros)."""
     found = {day: (runs, size) for day, runs, size in per_day}
-    if start is not None:
-        first = datetime.fromtimestamp(start).date()
-    elif per_day:
-        first = date.fromisoformat(per_day[0][0])
-    else:
-        return []
     today = datetime.fromtimestamp(now).date()
+    recorded = date.fromisoformat(per_day[0][0]) if per_day else None
+    first = datetime.fromtimestamp(start).date() if start is not None else recorded
+    if first is not None and (today - first).days > 366:
+        first = recorded
+    if first is None:
+        return []
     days = []
     for n in range((today - first).days + 1):
         day = (first + timedelta(days=n)).isoformat()

@@ -186,8 +186,17 @@ def stored_at(source_id: str) -> float | None:
 
 
 def _set_stored_at(source_id: str, when: float | None) -> None:
-    """Kept apart from the secrets (names and times only), so neither store's format changes."""
+    """Kept apart from the secrets (names and times only), so neither store's format changes. Only a
+    note: when it cannot be written (a full disk, a read-only state folder) the key is still stored,
+    and its age shows as unknown."""
     path = _meta_path()
+    try:
+        _write_stored_at(path, source_id, when)
+    except OSError:
+        return
+
+
+def _write_stored_at(path: Path, source_id: str, when: float | None) -> None:
     with FileLock(path.with_name(path.name + ".lock")):
         data = _read_json(path)
         data = data if isinstance(data, dict) else {}

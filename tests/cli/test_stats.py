@@ -142,6 +142,8 @@ def test_since_window_keeps_the_latest_of_all_time(history: Path, state_path: Pa
     assert recent["broken"]["runs"] == 2 and recent["broken"]["successes"] == 0
     assert recent["broken"]["last_success"]["at"] < recent["broken"]["last_run"]["at"]  # 10 days ago, still shown
     assert sum(d["runs"] for d in stats_json("--since", "2w")["days"]) == 7
+    decades = stats_json("--since", "5000w")["days"]  # longer than a year: from the first recorded day
+    assert len(decades) in (11, 12) and sum(d["runs"] for d in decades) == 7  # 12: the runs straddle midnight
 
 
 @pytest.mark.parametrize("bad", ["7", "7x", "0d", "-1d", "1 week", ""])
