@@ -243,11 +243,10 @@ def _plugin_checks() -> list[Check]:
 
 def _prepare(cfg: Config, source: Source) -> tuple[_Plan | None, Check]:
     """The source's type, validated settings and the URLs it talks to; or why it cannot be checked."""
-    from pixsrc import oauth
-    from pixsrc.fetch import source_type
+    from pixsrc import oauth, registry
 
     try:
-        stype = source_type(source)
+        stype = registry.of(source)
         model = stype.validate(source.config, f"sources.{source.id}.config")
         settings = None
         urls: list[str] = []

@@ -33,7 +33,7 @@ from pixsrc.errors import (
 from pixsrc.locks import FileLock
 from pixsrc.state import State
 from pixsrc.sync import Options, Outcome, Report, SyncRun
-from pixsrc.types import Asset, Controller, MemoryCache, SourceCache, SourceContext, SourceType
+from pixsrc.types import Asset, Controller, MemoryCache, SourceCache, SourceContext
 
 # A run's exit code is that of its most severe source, in this order.
 STATUS_EXIT = {"error": EXIT_INTERNAL, "interrupted": EXIT_INTERRUPTED, "invalid": EXIT_USAGE, "auth": EXIT_AUTH,
@@ -79,17 +79,6 @@ def destination(config: Config, source: Source, cli_dest: str | None, several: b
     return Path(user_pictures_dir()) / "pixsrc" / source.id
 
 
-def source_type(source: Source) -> SourceType:
-    from pixsrc import registry
-
-    if not registry.is_installed(source.type):
-        raise UsageError(
-            f"source {source.id!r} has type {source.type!r}, which is not installed (a removed plugin?)",
-            hint="reinstall the plugin that provides it, or `pixsrc remove " + source.id + "`",
-        )
-    return registry.get(source.type)
-
-
 def _warn(source_id: str) -> Callable[[str], None]:
     def warn(message: str) -> None:
         from pixsrc.redact import redact
@@ -105,7 +94,9 @@ def open_controller(source: Source, jobs: int, providers: dict[str, Any] | None 
                     secret: str | None = None) -> tuple[Controller, SourceContext]:
     """The source's controller. ``secret``: use this API key instead of the stored one (`auth rotate`
     checks a new key before it replaces the old one)."""
-    stype = source_type(source)
+    from pixsrc import registry
+
+    stype = registry.of(source)
     model = stype.validate(source.config, f"sources.{source.id}.config")
     auth = settings = None
     if stype.auth.kind == "oauth2" and stype.auth.oauth is not None:

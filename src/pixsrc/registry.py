@@ -19,6 +19,7 @@ from pixsrc.errors import UsageError
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
+    from pixsrc.config import Source
     from pixsrc.types import SourceType
 
 GROUP = "pixsrc.source_types"
@@ -141,6 +142,16 @@ def get(type_id: str) -> SourceType:
     if not is_installed(type_id):
         raise _unknown(type_id)
     return _load(type_id)
+
+
+def of(source: Source) -> SourceType:
+    """A configured source's type; one that is not installed is a usage error naming the source."""
+    if not is_installed(source.type):
+        raise UsageError(
+            f"source {source.id!r} has type {source.type!r}, which is not installed (a removed plugin?)",
+            hint="reinstall the plugin that provides it, or `pixsrc remove " + source.id + "`",
+        )
+    return _load(source.type)
 
 
 def usable(type_id: str) -> tuple[SourceType | None, str | None]:

@@ -315,13 +315,14 @@ def _signals_held() -> Iterator[None]:
 def watchable(config: Config, refs: list[str]) -> tuple[list[Source], list[str]]:
     """The sources to watch (the named ones, else every enabled one) that have an interval, their own
     or ``[defaults] interval``; and a warning for each left out for having none."""
+    from pixsrc import registry
     from pixsrc.errors import UsageError
-    from pixsrc.fetch import select_sources, source_type
+    from pixsrc.fetch import select_sources
 
     chosen = select_sources(config, refs, all_enabled=not refs)
     kept, warnings = [], []
     for source in chosen:
-        source_type(source)  # a type that is not installed: exit 2 now, not an error every interval
+        registry.of(source)  # a type that is not installed: exit 2 now, not an error every interval
         if source.effective_interval(config.default_interval)[0] is None:
             warnings.append(f"warning: {source.id}: not watched: it has no interval (set one: pixsrc edit "
                             f"{source.id} --interval 6h, or [defaults] interval = \"6h\" in {config.path})")

@@ -23,10 +23,10 @@ StoreOption = Annotated[str | None, typer.Option("--store", metavar="keyring|fil
 
 
 def _source_and_type(cfg: Config, ref: str) -> tuple[Source, SourceType]:
-    from pixsrc.fetch import source_type
+    from pixsrc import registry
 
     source = cfg.find(ref)
-    return source, source_type(source)
+    return source, registry.of(source)
 
 
 def _check_store(store: str | None) -> None:

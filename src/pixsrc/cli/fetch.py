@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -66,7 +67,7 @@ def fetch(
     include, exclude = check_globs(include or [], "--include"), check_globs(exclude or [], "--exclude")
     cfg = load(ctx)
     sources = select_sources(cfg, refs or [], all_enabled or (due and not refs))
-    if not sources and not quiet:
+    if not sources:
         say(f"no enabled sources in {cfg.path}; see `pixsrc list`")
     not_due: list[dict[str, Any]] = []
     if due:  # schedule.py has the rules; the sources not due are named, and listed in --json
@@ -86,11 +87,12 @@ def fetch(
 
 def _list(sources: list[Source], include: list[str], exclude: list[str], json_out: bool,
           providers: dict[str, Any]) -> None:
-    from pixsrc.fetch import list_assets, source_type
+    from pixsrc import registry
+    from pixsrc.fetch import list_assets
     from pixsrc.paths import sanitize_path
 
     for source in sources:
-        source_type(source)
+        registry.of(source)
     out = sys.stdout
     for source in sources:
         def warn_about(message: str, source_id: str = source.id) -> None:
@@ -137,15 +139,12 @@ def _fetch(cfg: Config, sources: list[Source], dest: str | None, dry_run: bool, 
             if progress is not None:
                 progress.outcome(outcome)
 
-        if progress is None:  # no hooks at all: nothing to count
+        hooks: dict[str, Any] = {} if progress is None else {
+            "on_bytes": progress.add_bytes, "on_plan": progress.plan, "on_found": progress.found,
+            "on_start": progress.start}
+        with progress or contextlib.nullcontext():  # no progress: no hooks, nothing to count
             report, reason = fetch_source(source, options, wait=wait, providers=cfg.providers(),
-                                          on_outcome=on_outcome)
-        else:
-            with progress:
-                report, reason = fetch_source(source, options, wait=wait, providers=cfg.providers(),
-                                              on_outcome=on_outcome, on_bytes=progress.add_bytes,
-                                              on_plan=progress.plan, on_found=progress.found,
-                                              on_start=progress.start)
+                                          on_outcome=on_outcome, **hooks)
         reports.append(report)
         if reason:  # controllers name their source too: say it once
             warn(f"error: {source.id}: {reason.removeprefix(f'{source.id}: ')}")
@@ -153,8 +152,7 @@ def _fetch(cfg: Config, sources: list[Source], dest: str | None, dry_run: bool, 
             warn(f"warning: {source.id}: {report.message}")
         if not reason and (empty := empty_warning(source, report.found, report.listed, include, exclude)):
             warn(f"warning: {source.id}: {empty}")  # even with -q: a cron log must say why nothing came
-        if not quiet:
-            say(summary(report, options.dest))
+        say(summary(report, options.dest))  # say() is silent under -q
         if not asset_lines and (not quiet or report.failed):  # -v named each of them already
             for error in report.errors[:20]:
                 warn(f"  {error['path']}: {error['error']}")
