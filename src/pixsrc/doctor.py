@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pixsrc.config import Config, Source, config_path, load_config, real_file, state_dir
+from pixsrc.durations import human_size
 from pixsrc.errors import EXIT_AUTH, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuthRequired, PixsrcError, UsageError
 
 if TYPE_CHECKING:
@@ -503,14 +504,6 @@ def _writable(path: Path) -> tuple[str | None, Path]:
     return None, existing
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"  # pragma: no cover
-
-
 def _destination_check(cfg: Config, source: Source) -> Check:
     from pixsrc.fetch import destination
 
@@ -523,7 +516,7 @@ def _destination_check(cfg: Config, source: Source) -> Check:
         return _fail("destination", source.id, f"{path} ({why}): {problem}", fix, EXIT_UNAVAILABLE)
     free = shutil.disk_usage(existing).free
     later = "" if existing == path else f", created in {existing} on the first fetch"
-    detail = f"{path} ({why}): writable{later}, {_size(free)} free"
+    detail = f"{path} ({why}): writable{later}, {human_size(free)} free"
     if free < LOW_SPACE:
         return _warn("destination", source.id, detail, f"free some space, or choose another folder: "
                      f"pixsrc edit {source.id} --dest DIR")

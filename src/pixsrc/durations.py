@@ -1,7 +1,8 @@
 """Durations as people type them: ``30m``, ``6h``, ``7d``, ``2w``, ``1h30m``, ``1.5h``.
 
 One syntax for every flag and setting that takes a span of time (``stats --since``, a source's
-``interval``), and one compact way to print one. No months or years: their length varies.
+``interval``), and one compact way to print one. No months or years: their length varies. Sizes
+too are written one way everywhere (``human_size``): decimal units, as fetch, stats and doctor show them.
 """
 
 from __future__ import annotations
@@ -59,3 +60,12 @@ def format_duration(span: timedelta | float) -> str:
                 text += f" {second}{units[i + 1][0]}"
             return sign + text
     raise AssertionError("unreachable: 10 s or more has a unit")  # pragma: no cover
+
+
+def human_size(n: float) -> str:
+    """``512 B``, ``1.5 KB``, ``20.5 MB``: decimal units (1 KB = 1000 B), as disks and networks count."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pixsrc.cli.common import app_state, handle_errors, load, print_json, say, source_ids, warn
-from pixsrc.cli.progress import human as _human
+from pixsrc.durations import human_size
 
 if TYPE_CHECKING:
     from pixsrc.cli.progress import Tally
@@ -107,7 +107,7 @@ def _list(sources: list[Source], include: list[str], exclude: list[str], json_ou
                     "version": asset.version, "media_type": asset.media_type,
                 }, ensure_ascii=False) + "\n")
             else:
-                size = _human(asset.size) if asset.size is not None else "?"
+                size = human_size(asset.size) if asset.size is not None else "?"
                 out.write(f"{source.id}\t{size:>9}\t{path}\n")
 
 
@@ -185,6 +185,6 @@ def summary(report: Report, dest: Path) -> str:
         parts.append(f"{report.deleted} deleted at source, {report.pruned} pruned")
     rate = ""
     if report.bytes and report.seconds > 0 and not report.dry_run:
-        rate = f" ({_human(report.bytes / report.seconds)}/s)"  # the average over the whole run, listing included
-    return (f"{report.source}: {report.status}: {', '.join(parts)}; {verb} {_human(report.bytes)} "
+        rate = f" ({human_size(report.bytes / report.seconds)}/s)"  # the average over the whole run, listing included
+    return (f"{report.source}: {report.status}: {', '.join(parts)}; {verb} {human_size(report.bytes)} "
             f"in {report.seconds:.1f} s{rate} -> {dest}")

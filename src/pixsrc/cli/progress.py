@@ -18,20 +18,14 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from pixsrc.durations import human_size
+
 if TYPE_CHECKING:
     from pixsrc.sync import Outcome
 
 SPEED_WINDOW = 5.0  # seconds of samples behind the current speed
 PLAIN_INTERVAL = 2.0  # seconds between plain lines; $PIXSRC_PROGRESS_INTERVAL changes it
 IN_FLIGHT_NAMES = 3
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def duration(seconds: float) -> str:
@@ -144,7 +138,7 @@ class Tally:
         files = f"{self.files}/{planned} files"
         # a web server's listing often gives no sizes: the total then only follows what is done
         sized = total > self.bytes or self.files >= planned
-        size = f"{human(self.bytes)}/{human(total)}" if sized else human(self.bytes)
+        size = f"{human_size(self.bytes)}/{human_size(total)}" if sized else human_size(self.bytes)
         if self.files >= planned:
             eta = "0s"
         elif sized and speed > 0:
@@ -153,7 +147,7 @@ class Tally:
             eta = duration((planned - self.files) * (time.monotonic() - self.started) / self.files)
         else:
             eta = "-"
-        return files, size, f"{human(speed)}/s", f"ETA {eta}"
+        return files, size, f"{human_size(speed)}/s", f"ETA {eta}"
 
     def listing(self) -> str:
         if self.checked:  # the listing is over: the plan settles what needs no transfer
@@ -251,7 +245,7 @@ def asset_line(source_id: str, outcome: Outcome) -> str | None:
     """``-v``'s line for one asset (``inbox: new 2024/a.jpg (1.2 MB)``); None for an unchanged one."""
     action, path = outcome.action, outcome.path
     size = outcome.size if outcome.size is not None else outcome.bytes
-    sized = f" ({human(size)})" if size else ""
+    sized = f" ({human_size(size)})" if size else ""
     if action == "unchanged":
         return f"{source_id}: adopted {path}{sized}" if outcome.adopted else None
     if action == "downloaded":

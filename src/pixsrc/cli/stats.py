@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from pixsrc.cli.common import handle_errors, load, print_json, print_table, say
-from pixsrc.durations import format_duration, parse_duration
+from pixsrc.durations import format_duration, human_size, parse_duration
 
 app = typer.Typer()
 
@@ -43,8 +43,6 @@ def stats(
 
 
 def _table(data: dict[str, Any]) -> None:
-    from pixsrc.cli.progress import human as decimal  # one way to write sizes, as fetch writes them
-
     now = datetime.fromisoformat(data["until"])
     rows = []
     for s in data["sources"]:
@@ -56,7 +54,7 @@ def _table(data: dict[str, Any]) -> None:
             str(s["successes"]),
             failures or "-",
             str(s["assets"]["downloaded"] + s["assets"]["updated"]),
-            decimal(s["bytes"]),
+            human_size(s["bytes"]),
             format_duration(s["mean_seconds"]) if s["mean_seconds"] is not None else "-",
             f"{_ago(now, last['at'])}, {last['status']}, took {format_duration(last['seconds'])}" if last else "never",
             _ago(now, success["at"]) if success else "never",
@@ -76,8 +74,6 @@ def _chart(data: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from pixsrc.cli.progress import human as decimal
-
     console = Console()
     days = data["days"][-CHART_DAYS:]
     largest = max(1, *(d["bytes"] for d in days))
@@ -86,9 +82,9 @@ def _chart(data: dict[str, Any]) -> None:
     grid.add_column(width=max(10, min(50, console.width - 24)))
     grid.add_column(justify="right")
     for day in days:
-        grid.add_row(day["date"], Bar(largest, 0, day["bytes"], color="cyan"), decimal(day["bytes"]))
+        grid.add_row(day["date"], Bar(largest, 0, day["bytes"], color="cyan"), human_size(day["bytes"]))
     shown = "" if len(days) == len(data["days"]) else f", the last {len(days)} days"
-    total = decimal(sum(d["bytes"] for d in days))
+    total = human_size(sum(d["bytes"] for d in days))
     console.print()
     console.print(f"[bold]Bytes fetched per day[/bold] ({total} in all; local dates{shown})", highlight=False)
     console.print(grid)
