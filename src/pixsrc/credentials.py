@@ -77,17 +77,18 @@ def rotatable(source: Source, auth: AuthSpec) -> Store:
 
 
 def rotate(source: Source, auth: AuthSpec, new_key: str, providers: dict[str, Any],
-           store: Store | None = None) -> tuple[str, str | None]:
+           store: Store | None = None, old: Store | None = None) -> tuple[str, str | None]:
     """Replace the source's API key with ``new_key`` once the source has accepted it.
 
     Returns (where it went, what the check showed). The new key goes to the store the old one was in
-    (``store`` to move it); a refused key raises AuthRequired and an unreachable source
+    (``store`` to move it; ``old``: that store, when the caller asked ``rotatable`` already: each
+    lookup may wait on the keyring); a refused key raises AuthRequired and an unreachable source
     SourceUnavailable, both before anything was written, so the old key keeps working.
     """
     from pixsrc import redact, tokens
 
     redact.register(new_key)
-    old = rotatable(source, auth)
+    old = old or rotatable(source, auth)
     if not new_key:
         raise UsageError("the key is empty")
     try:

@@ -41,8 +41,7 @@ def intact(st: os.stat_result | None, entry: Entry) -> bool:
 class SafeTree:
     def __init__(self, dest: Path) -> None:
         self.dest = dest
-        self._safe_dirs: set[Path] = set()
-        self._safe_names: set[str] = set()  # the same folders as strings, for the per-file check
+        self._safe: set[str] = set()  # folders checked to be real folders (str: no Path work per file)
         self._parts: dict[Path, set[str]] = {}
         self._made = False
 
@@ -61,7 +60,7 @@ class SafeTree:
         current = self.dest
         for part in target.parent.relative_to(self.dest).parts:
             current = current / part
-            if current in self._safe_dirs:
+            if str(current) in self._safe:
                 continue
             st = lstat(current)
             if st is None:
@@ -72,16 +71,14 @@ class SafeTree:
 
     def safe_parent(self, target: Path) -> None:
         """Create the folders below dest, refusing to go through a symlink or a non-folder."""
-        if os.path.dirname(target) in self._safe_names:  # thousands of files share a few folders: no Path work
+        if os.path.dirname(target) in self._safe:  # thousands of files share a few folders: no Path work
             return
         parent = target.parent
-        if parent in self._safe_dirs:
-            return
         self.make_dest()
         current = self.dest
         for part in parent.relative_to(self.dest).parts:
             current = current / part
-            if current in self._safe_dirs:
+            if str(current) in self._safe:
                 continue
             st = lstat(current)
             if st is None:
@@ -91,8 +88,8 @@ class SafeTree:
                     st = lstat(current)
             if st is not None and not stat.S_ISDIR(st.st_mode):
                 raise AssetError(f"refusing to write through {current}: not a plain folder (symlink?)")
-            self._safe_dirs.add(current)
-        self._safe_names.add(os.path.dirname(target))
+            self._safe.add(str(current))
+        self._safe.add(str(parent))  # dest itself, for files directly in it
 
     def part_for(self, target: Path, asset_id: str, version: str, drop_others: bool) -> Path:
         """The ``.part`` file for this asset version, its folder made safe; with ``drop_others``
@@ -140,6 +137,5 @@ class SafeTree:
                 folder.rmdir()
             except OSError:
                 return
-            self._safe_dirs.discard(folder)
-            self._safe_names.discard(str(folder))
+            self._safe.discard(str(folder))
             folder = folder.parent

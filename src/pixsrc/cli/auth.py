@@ -265,9 +265,9 @@ def rotate(
     _check_store(store)
     cfg = load(ctx)
     source, stype = _source_and_type(cfg, source_ref)
-    credentials.rotatable(source, stype.auth)  # before asking for a key that could not be used
+    old = credentials.rotatable(source, stype.auth)  # before asking for a key that could not be used
     secret = _read_key(f"New {stype.auth.label}", api_key_stdin)
-    where, checked = credentials.rotate(source, stype.auth, secret, cfg.providers(), store)  # type: ignore[arg-type]
+    where, checked = credentials.rotate(source, stype.auth, secret, cfg.providers(), store, old)  # type: ignore[arg-type]
     say(f"checked: {checked}" if checked else "the new key was not checked")
     say(f"replaced the key of {source.id!r} in {where}")
     if tokens.env_var(source.id) in os.environ:
