@@ -4,33 +4,72 @@ from __future__ import annotations
 
 import functools
 import mimetypes
-import posixpath
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
-# Formats mimetypes does not know everywhere.
-_EXTRA_MEDIA = {".heic": "image/heic", ".heif": "image/heif", ".avif": "image/avif", ".jxl": "image/jxl",
-                ".webp": "image/webp", ".dng": "image/x-adobe-dng", ".cr2": "image/x-canon-cr2",
-                ".nef": "image/x-nikon-nef", ".arw": "image/x-sony-arw", ".mkv": "video/x-matroska",
-                ".webm": "video/webm", ".m4v": "video/x-m4v", ".psd": "image/vnd.adobe.photoshop"}
+# What counts as an image or a video, by extension: a fixed table, not the system's. mimetypes reads
+# /etc/mime.types and the like on first use (~28 ms a run), and the same gallery would then list
+# different files on Debian, macOS and Windows. Other files' types (for `all_files`) still come
+# from mimetypes, asked only for them.
+_MEDIA = {
+    # images
+    ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".jpe": "image/jpeg", ".jfif": "image/jpeg",
+    ".png": "image/png", ".apng": "image/apng", ".gif": "image/gif", ".webp": "image/webp",
+    ".avif": "image/avif", ".heic": "image/heic", ".heif": "image/heif", ".jxl": "image/jxl",
+    ".jp2": "image/jp2", ".jpx": "image/jpx", ".jxr": "image/jxr", ".bmp": "image/bmp",
+    ".tif": "image/tiff", ".tiff": "image/tiff", ".svg": "image/svg+xml", ".ico": "image/vnd.microsoft.icon",
+    ".exr": "image/x-exr", ".hdr": "image/vnd.radiance", ".psd": "image/vnd.adobe.photoshop",
+    ".xcf": "image/x-xcf", ".pcx": "image/vnd.zbrush.pcx", ".djvu": "image/vnd.djvu",
+    ".pbm": "image/x-portable-bitmap", ".pgm": "image/x-portable-graymap", ".ppm": "image/x-portable-pixmap",
+    ".pnm": "image/x-portable-anymap", ".xbm": "image/x-xbitmap", ".xpm": "image/x-xpixmap",
+    ".pct": "image/pict", ".pic": "image/pict", ".pict": "image/pict", ".ras": "image/x-cmu-raster",
+    ".rgb": "image/x-rgb", ".xwd": "image/x-xwindowdump", ".ief": "image/ief",
+    # camera raw
+    ".dng": "image/x-adobe-dng", ".cr2": "image/x-canon-cr2", ".cr3": "image/x-canon-cr3",
+    ".crw": "image/x-canon-crw", ".nef": "image/x-nikon-nef", ".arw": "image/x-sony-arw",
+    ".orf": "image/x-olympus-orf", ".raf": "image/x-fuji-raf", ".rw2": "image/x-panasonic-rw2",
+    ".erf": "image/x-epson-erf",
+    # video
+    ".mp4": "video/mp4", ".m4v": "video/x-m4v", ".mov": "video/quicktime", ".qt": "video/quicktime",
+    ".mkv": "video/x-matroska", ".webm": "video/webm", ".avi": "video/x-msvideo", ".ogv": "video/ogg",
+    ".mpg": "video/mpeg", ".mpeg": "video/mpeg", ".mpe": "video/mpeg", ".mpa": "video/mpeg",
+    ".m1v": "video/mpeg", ".m2v": "video/mpeg", ".mts": "video/mp2t", ".m2ts": "video/mp2t",
+    ".3gp": "video/3gpp", ".3g2": "video/3gpp2", ".flv": "video/x-flv", ".wmv": "video/x-ms-wmv",
+    ".dv": "video/dv", ".mng": "video/x-mng", ".movie": "video/x-sgi-movie",
+}
 
 
-def media_type(path: str) -> str | None:
-    return _media_type_of(posixpath.splitext(path)[1].lower())
+def extension(path: str) -> str:
+    """``".jpg"`` for ``a/b.JPG``, lower case; "" for none. As ``posixpath.splitext`` (a name's
+    leading dots start no extension: ``.jpg`` has none)."""
+    base = path[path.rfind("/") + 1:]
+    dot = base.rfind(".")
+    if dot <= 0 or not base[:dot].strip("."):
+        return ""
+    return base[dot:].lower()
 
 
-@functools.lru_cache(maxsize=512)
-def _media_type_of(ext: str) -> str | None:
-    """By extension, cached: a 50,000-file listing asks for a handful of extensions."""
-    return _EXTRA_MEDIA.get(ext) or mimetypes.guess_type("x" + ext, strict=False)[0]
+def image_or_video(path: str) -> str | None:
+    """The media type of an image or a video, else None (other files are not asked about)."""
+    return _MEDIA.get(extension(path))
 
 
 def is_media(path: str) -> bool:
-    kind = media_type(path)
-    return kind is not None and kind.split("/", 1)[0] in ("image", "video")
+    return image_or_video(path) is not None
+
+
+def media_type(path: str) -> str | None:
+    ext = extension(path)
+    return _MEDIA.get(ext) or _other_type(ext)
+
+
+@functools.lru_cache(maxsize=512)
+def _other_type(ext: str) -> str | None:
+    """A file that is not an image or a video, by extension (cached: a listing has a handful)."""
+    return mimetypes.guess_type("x" + ext, strict=False)[0] if ext else None
 
 
 def parse_time(value: object) -> datetime | None:

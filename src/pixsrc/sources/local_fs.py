@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pixsrc.errors import SourceUnavailable
 from pixsrc.paths import selected
-from pixsrc.sources import media_type
+from pixsrc.sources import image_or_video, media_type
 from pixsrc.types import Asset, SourceConfig, SourceContext, SourceType, Transfer, field
 
 
@@ -61,9 +61,11 @@ class LocalFsController:
                 continue  # vanished, or a dangling link
             if not stat.S_ISREG(info.st_mode) or entry.name.endswith(".part"):
                 continue
-            kind = media_type(entry.name)
-            if not self.config.all_files and (kind is None or kind.split("/", 1)[0] not in ("image", "video")):
-                continue
+            kind = image_or_video(entry.name)
+            if kind is None:
+                if not self.config.all_files:
+                    continue
+                kind = media_type(entry.name)
             if (include or exclude) and not selected(rel, include, exclude):
                 continue
             yield Asset(

@@ -35,7 +35,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 from pixsrc.errors import AssetError, AuthRequired, SourceUnavailable
 from pixsrc.paths import selected
-from pixsrc.sources import is_media, media_type, origin, parse_time
+from pixsrc.sources import image_or_video, media_type, origin, parse_time
 from pixsrc.types import (
     LISTED,
     Asset,
@@ -346,11 +346,16 @@ class RemoteGalleryController:
                         folders.append(clean)
                     continue
                 rel = unquote(path[len(base_path):])
-                if rel not in files and (self.config.all_files or is_media(rel)):
-                    files.add(rel)
-                    version, size = dated.get(href, ("", None))
-                    found.append(Asset(id=rel, path=rel, version=version, size=size, media_type=media_type(rel),
-                                       ref=(clean, None)))
+                if rel in files:
+                    continue
+                kind = image_or_video(rel)
+                if kind is None:
+                    if not self.config.all_files:
+                        continue
+                    kind = media_type(rel)
+                files.add(rel)
+                version, size = dated.get(href, ("", None))
+                found.append(Asset(id=rel, path=rel, version=version, size=size, media_type=kind, ref=(clean, None)))
             found.sort(key=lambda a: a.path)
             return found, folders
 
