@@ -452,3 +452,69 @@ def test_a_source_the_kernel_cannot_copy_from_is_read_and_written_instead(tmp_pa
         os.close(read_end)
         loop.close()
     assert (tmp_path / "out.part").read_bytes() == payload
+
+
+# -- .part files made ahead on the helper thread ---------------------------------------------------
+
+
+def test_fresh_parts_are_created_on_the_helper_thread_and_written_through(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Creating a file is kernel work the one loop thread must not wait on: each fresh download's
+    part is made on the helper ('pixsrc-create') while earlier jobs run, and the body lands in it."""
+    import pixsrc.transfer
+
+    made: list[tuple[str, str]] = []
+    real_create = pixsrc.transfer._create
+
+    def create(path: Path) -> int | None:
+        made.append((threading.current_thread().name, path.name))
+        return real_create(path)
+
+    monkeypatch.setattr(pixsrc.transfer, "_create", create)
+    with RawServer(lambda seen: response(200, f"body of {seen.path}".encode())) as server:
+        work = [Job(n, Transfer(f"{server.url}/{n}.jpg"), tmp_path / f"{n}.part") for n in range(20)]
+        results = run(work, jobs=4)
+    assert sorted(r.key for r in results if r.kind == "done") == list(range(20))
+    assert sorted(name for _, name in made) == sorted(f"{n}.part" for n in range(20))
+    assert {thread for thread, _ in made} == {"pixsrc-create_0"}
+    assert all((tmp_path / f"{n}.part").read_bytes() == f"body of /{n}.jpg".encode() for n in range(20))
+
+
+def test_an_earlier_runs_part_is_resumed_not_recreated(tmp_path: Path) -> None:
+    part = tmp_path / "asset.part"
+    part.write_bytes(b"01234")
+    resumed = response(206, b"56789", [("Content-Range", "bytes 5-9/10"), ("ETag", '"v"')])
+    with RawServer([resumed]) as server:
+        (result,) = run([Job("k", Transfer(server.url + "/a.jpg", validator='"v"'), part, expected_size=10)])
+    assert result.kind == "done" and part.read_bytes() == b"0123456789"
+
+
+@pytest.mark.parametrize("answer", [response(404, b"no such file"), response(304, length=False), DROP])
+def test_a_part_made_for_a_job_that_never_wrote_is_removed(tmp_path: Path, answer: Any) -> None:
+    """An error answer (or none) writes nothing: the empty part made ahead must not be left behind."""
+    folder = tmp_path / "dest"
+    folder.mkdir()
+    with RawServer([answer] * 10) as server:
+        result, part = one(folder, Transfer(server.url + "/a.jpg"))
+    assert result.kind == "failed" and list(folder.iterdir()) == []
+
+
+def test_an_empty_body_gives_an_empty_file(tmp_path: Path) -> None:
+    with RawServer([response(200, b"")]) as server:
+        result, part = one(tmp_path, Transfer(server.url + "/a.jpg"))
+    assert result.kind == "done" and result.size == 0 and part.read_bytes() == b""
+
+
+def test_cancel_removes_the_parts_made_for_jobs_that_never_started(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    body = b"x" * (4 << 20)
+    with RawServer(lambda seen: response(200, body)) as server:
+        loop = TransferLoop(jobs=1, policy=FAST, cancel=cancel, on_bytes=lambda n: cancel.set())
+        folder = tmp_path / "dest"
+        folder.mkdir()
+        work = [Job(n, Transfer(f"{server.url}/{n}.jpg"), folder / f"{n}.part") for n in range(5)]
+        with pytest.raises(KeyboardInterrupt):
+            list(loop.run(work))
+        loop.close()
+    assert [p.name for p in folder.iterdir()] == ["0.part"]  # only the one in flight stays, to resume
+    assert 0 < (folder / "0.part").stat().st_size < len(body)
