@@ -38,9 +38,6 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     import keyring.core
 
     keyring.core._keyring_backend = None  # re-read PYTHON_KEYRING_BACKEND for this test
-    import pixsrc.tokens
-
-    pixsrc.tokens._hung.clear()
     return tmp_path
 
 

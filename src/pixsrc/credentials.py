@@ -13,7 +13,17 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pixsrc.errors import EXIT_AUTH, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuthRequired, SourceUnavailable, UsageError
+from pixsrc.durations import rfc3339
+from pixsrc.errors import (
+    EXIT_AUTH,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    AuthRequired,
+    SourceUnavailable,
+    UsageError,
+    worst,
+)
 
 if TYPE_CHECKING:
     from pixsrc.config import Source
@@ -127,16 +137,13 @@ class CheckResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "kind": self.kind, "status": self.status, "ok": self.status == "ok",
-                "stored_in": self.stored_in, "expires_at": _iso(self.expires_at) if self.expires_at else None,
+                "stored_in": self.stored_in, "expires_at": rfc3339(self.expires_at) if self.expires_at else None,
                 "detail": self.detail}
 
 
 def exit_code(results: list[CheckResult]) -> int:
-    """The most severe source's code, in the order `fetch` uses: config (2), auth (3), unreachable (4)."""
-    for code in (EXIT_USAGE, EXIT_AUTH, EXIT_UNAVAILABLE):
-        if any(result.exit_code == code for result in results):
-            return code
-    return EXIT_OK
+    """The most severe source's code, as `fetch` orders them: config (2), auth (3), unreachable (4)."""
+    return worst(result.exit_code for result in results)
 
 
 def check(sources: list[Source], providers: dict[str, Any], min_validity: float, *, online: bool = False,
@@ -206,11 +213,11 @@ def _offline(source: Source, providers: dict[str, Any], window: float, now: floa
             return CheckResult(source.id, "oauth2", "ok", "access token without an end, no refresh token",
                                stored_in)
     if ends <= now:
-        return CheckResult(source.id, "oauth2", "expired", f"{what} expired {_iso(ends)}; {login}", stored_in, ends)
+        return CheckResult(source.id, "oauth2", "expired", f"{what} expired {rfc3339(ends)}; {login}", stored_in, ends)
     if ends - now < window:
         return CheckResult(source.id, "oauth2", "expiring",
-                           f"{what} expires {_iso(ends)} (in {_span(ends - now)}); {login}", stored_in, ends)
-    return CheckResult(source.id, "oauth2", "ok", f"{what} valid until {_iso(ends)} ({_span(ends - now)} left)",
+                           f"{what} expires {rfc3339(ends)} (in {_span(ends - now)}); {login}", stored_in, ends)
+    return CheckResult(source.id, "oauth2", "ok", f"{what} valid until {rfc3339(ends)} ({_span(ends - now)} left)",
                        stored_in, ends)
 
 
@@ -228,8 +235,6 @@ def _online(source: Source, providers: dict[str, Any], offline: CheckResult) -> 
     return replace(offline, detail=f"{offline.detail}; {shown}")
 
 
-def _iso(when: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
 def _span(seconds: float) -> str:

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from pixsrc.config import Config, Source, config_path, load_config, real_file, state_dir
 from pixsrc.durations import human_size
-from pixsrc.errors import EXIT_AUTH, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuthRequired, PixsrcError, UsageError
+from pixsrc.errors import EXIT_AUTH, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuthRequired, PixsrcError, UsageError, worst
 
 if TYPE_CHECKING:
     from pixsrc.oauth import ProviderSettings
@@ -47,7 +47,6 @@ KEYRING_LIMIT = 3.0  # seconds; PIXSRC_KEYRING_TIMEOUT may only shorten it
 NETWORK_LIMIT = 5.0  # seconds per host: connect and TLS handshake (DNS shares it)
 CLOCK_SKEW = 60.0  # seconds off a provider's clock before it is worth a warning
 LOW_SPACE = 1 << 30  # bytes free in a destination before it is worth a warning
-SEVERITY = (EXIT_USAGE, EXIT_AUTH, EXIT_UNAVAILABLE)  # the worst first, as fetch orders them
 PROBE_KEY = "doctor:probe"  # never a source id (slugs have no ':'): the lookup finds nothing
 
 
@@ -73,8 +72,7 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        codes = {c.exit_code for c in self.checks if c.status == "fail"}
-        return next((code for code in SEVERITY if code in codes), EXIT_OK)
+        return worst(c.exit_code for c in self.checks if c.status == "fail")
 
     def as_json(self) -> dict[str, Any]:
         return {"schema": 1, "checks": [c.as_json() for c in self.checks], "exit_code": self.exit_code}

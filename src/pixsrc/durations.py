@@ -2,14 +2,16 @@
 
 One syntax for every flag and setting that takes a span of time (``stats --since``, a source's
 ``interval``), and one compact way to print one. No months or years: their length varies. Sizes
-too are written one way everywhere (``human_size``): decimal units, as fetch, stats and doctor show them.
+too are written one way everywhere (``human_size``): decimal units, as fetch, stats and doctor show them;
+and moments (``rfc3339``): UTC to the second, as every ``--json`` field and status line shows them.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import overload
 
 from pixsrc.errors import UsageError
 
@@ -60,6 +62,18 @@ def format_duration(span: timedelta | float) -> str:
                 text += f" {second}{units[i + 1][0]}"
             return sign + text
     raise AssertionError("unreachable: 10 s or more has a unit")  # pragma: no cover
+
+
+@overload
+def rfc3339(when: None) -> None: ...
+@overload
+def rfc3339(when: datetime | float) -> str: ...
+def rfc3339(when: datetime | float | None) -> str | None:
+    """``2026-12-02T05:07:29Z``: a moment (an aware datetime, or seconds since the epoch) in UTC."""
+    if when is None:
+        return None
+    moment = when if isinstance(when, datetime) else datetime.fromtimestamp(when, UTC)
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def human_size(n: float) -> str:

@@ -14,6 +14,8 @@ Every message is one line; ``hint`` names the fix ("run: pixsrc auth login x").
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
@@ -22,6 +24,16 @@ EXIT_UNAVAILABLE = 4
 EXIT_PARTIAL = 5
 EXIT_BUSY = 6
 EXIT_INTERRUPTED = 130
+# Where several sources (or checks) end differently, a command exits with the most severe code:
+# a bug, then Ctrl-C, then what the person must fix (config, credentials), then the world (a host
+# down, a lock held), then a partial run.
+SEVERITY = (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, EXIT_AUTH, EXIT_UNAVAILABLE, EXIT_BUSY, EXIT_PARTIAL)
+
+
+def worst(codes: Iterable[int]) -> int:
+    """The most severe of ``codes`` (in ``SEVERITY``'s order); 0 when there is none or all are 0."""
+    found = set(codes)
+    return next((code for code in SEVERITY if code in found), EXIT_OK)
 
 
 class PixsrcError(Exception):

@@ -29,22 +29,20 @@ from pixsrc.errors import (
     PixsrcError,
     SourceUnavailable,
     UsageError,
+    worst,
 )
 from pixsrc.locks import FileLock
 from pixsrc.state import State
 from pixsrc.sync import Options, Outcome, Report, SyncRun
 from pixsrc.types import Asset, Controller, MemoryCache, SourceCache, SourceContext
 
-# A run's exit code is that of its most severe source, in this order.
+# A run's exit code is that of its most severe source (errors.SEVERITY).
 STATUS_EXIT = {"error": EXIT_INTERNAL, "interrupted": EXIT_INTERRUPTED, "invalid": EXIT_USAGE, "auth": EXIT_AUTH,
                "unavailable": EXIT_UNAVAILABLE, "busy": EXIT_BUSY, "partial": EXIT_PARTIAL, "ok": EXIT_OK}
 
 
 def exit_code(reports: list[Report]) -> int:
-    for status, code in STATUS_EXIT.items():
-        if any(r.status == status for r in reports):
-            return code
-    return EXIT_OK
+    return worst(STATUS_EXIT[r.status] for r in reports)
 
 
 def select_sources(config: Config, refs: list[str], all_enabled: bool) -> list[Source]:

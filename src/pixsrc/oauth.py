@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from pixsrc import redact
+from pixsrc.durations import rfc3339
 from pixsrc.errors import AuthRequired, ConfigError, UsageError
 from pixsrc.types import OAuthProvider
 
@@ -780,12 +781,12 @@ def status(source_id: str, provider: OAuthProvider, refresh_days: float | None =
     row["status"] = "ok" if usable else "expired"
     row["scopes"] = token_set.scope.replace(",", " ").split() if token_set.scope else None
     if token_set.expires_at:
-        row["access_expires_at"] = _iso(token_set.expires_at)
+        row["access_expires_at"] = rfc3339(token_set.expires_at)
     if token_set.refresh_token and token_set.refresh_obtained_at:
         row["refresh_token_age_days"] = round((now - token_set.refresh_obtained_at) / 86400, 1)
     ends = token_set.refresh_expiry(refresh_days if refresh_days is not None else provider.refresh_token_days)
     if ends is not None:
-        row["refresh_expires_at"] = _iso(ends)
+        row["refresh_expires_at"] = rfc3339(ends)
         if ends <= now:
             row["status"] = "expired"
     if row["status"] == "expired":
@@ -793,5 +794,3 @@ def status(source_id: str, provider: OAuthProvider, refresh_days: float | None =
     return row
 
 
-def _iso(when: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))

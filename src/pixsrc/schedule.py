@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixsrc.durations import FORMS, HINT, parse_duration
+from pixsrc.durations import FORMS, HINT, parse_duration, rfc3339
 from pixsrc.errors import UsageError
 
 if TYPE_CHECKING:
@@ -82,12 +82,6 @@ def backoff(failures: int, first: timedelta = FIRST_BACKOFF, cap: timedelta = MA
 
 def _at(timestamp: float | None) -> datetime | None:
     return datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None
-
-
-def rfc3339(when: datetime | None) -> str | None:
-    if when is None:
-        return None
-    return when.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ were recorded and are masked again here (a secret this process knows may be in a
 from __future__ import annotations
 
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pixsrc.config import state_dir
+from pixsrc.durations import rfc3339
 from pixsrc.errors import UsageError
 from pixsrc.redact import redact
 
@@ -52,7 +53,7 @@ def collect(config: Config, ref: str | None = None, since: timedelta | None = No
             state.close()
     sources = [_source(config, source_id, [t for t in totals if t.source == source_id], last.get(source_id),
                        last_ok.get(source_id), last_bad.get(source_id)) for source_id in ids]
-    return {"schema": SCHEMA, "since": _iso(start), "until": _iso(now), "sources": sources,
+    return {"schema": SCHEMA, "since": rfc3339(start), "until": rfc3339(now), "sources": sources,
             "days": _days(per_day, start, now)}
 
 
@@ -95,7 +96,7 @@ def _source(config: Config, source_id: str, totals: list[RunTotals], last: RunSu
 
 
 def _run(run: RunSummary, status: bool = False) -> dict[str, Any]:
-    shown: dict[str, Any] = {"at": _iso(run.started_at), "seconds": round(run.ended_at - run.started_at, 3)}
+    shown: dict[str, Any] = {"at": rfc3339(run.started_at), "seconds": round(run.ended_at - run.started_at, 3)}
     if status:
         shown["status"] = run.status
     return shown
@@ -120,7 +121,3 @@ def _days(per_day: list[tuple[str, int, int]], start: float | None, now: float) 
     return days
 
 
-def _iso(moment: float | None) -> str | None:
-    if moment is None:
-        return None
-    return datetime.fromtimestamp(moment, UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

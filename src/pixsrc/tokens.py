@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pixsrc import redact
 from pixsrc.config import atomic_write, state_dir
+from pixsrc.durations import rfc3339
 from pixsrc.errors import AuthRequired
 from pixsrc.locks import FileLock, tighten
 
@@ -57,8 +58,9 @@ def _no_keyring(source_id: str, reason: str) -> KeyringUnavailable:
     )
 
 
-_hung: list[float] = []  # once the keyring timed out, later calls in this process fail at once
 KEYRING_TIMEOUT = 10.0
+_WORKER = "pixsrc-keyring"
+_HUNG = "pixsrc-keyring-hung"  # a worker renamed so once its call outlived the timeout
 
 
 def keyring_timeout() -> float:
@@ -73,8 +75,11 @@ def keyring_timeout() -> float:
 def _keyring_call(source_id: str, call: Callable[[], T], timeout: float | None = None) -> T:
     if timeout is None:  # `pixsrc doctor` passes its own, shorter deadline
         timeout = keyring_timeout()
-    if _hung:
-        raise _no_keyring(source_id, f"the keyring did not answer within {_hung[0]:g} s (locked or hung?)")
+    if any(thread.name == _HUNG for thread in threading.enumerate()):
+        # an earlier call timed out and its thread is still stuck in the keyring: fail at once
+        # rather than wait again (the state is the thread itself, not a flag: once it returns, retry).
+        # Calls merely in progress on other threads (watch's waiters) do not count.
+        raise _no_keyring(source_id, "an earlier keyring call has not returned (locked or hung?)")
     outcome: dict[str, object] = {}
 
     def run() -> None:
@@ -83,11 +88,11 @@ def _keyring_call(source_id: str, call: Callable[[], T], timeout: float | None =
         except BaseException as exc:  # reported on the calling thread
             outcome["error"] = exc
 
-    worker = threading.Thread(target=run, name="pixsrc-keyring", daemon=True)
+    worker = threading.Thread(target=run, name=_WORKER, daemon=True)
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        _hung.append(timeout)
+        worker.name = _HUNG
         raise _no_keyring(source_id, f"the keyring did not answer within {timeout:g} s (locked or hung?)")
     if "error" in outcome:
         exc = outcome["error"]
@@ -215,13 +220,19 @@ def _read(value: str, stored_in: str) -> Credential:
     return Credential(value, stored_in)
 
 
+def _skips_keyring(source_id: str, optional: bool) -> bool:
+    """The file store was chosen, or the credential is optional (a public gallery's key) and pixsrc
+    never stored one there: then the keyring is not asked at all, so cron on a server without one works."""
+    return default_store() == "file" or optional and not _indexed(source_id)
+
+
 def get(source_id: str, optional: bool = False) -> Credential | None:
     """The stored credential, or None. ``optional``: skip the keyring unless pixsrc stored one there."""
     if value := os.environ.get(env_var(source_id)):
         return _read(value, f"env {env_var(source_id)}")
     if (value := _read_file_store().get(source_id)) is not None:
         return _read(value, f"file {file_store_path()}")
-    if default_store() == "file" or optional and not _indexed(source_id):
+    if _skips_keyring(source_id, optional):
         return None
     import keyring
 
@@ -251,17 +262,15 @@ def put(source_id: str, value: str, store: Store | None = None) -> str:
 
 def may_use_keyring(source_id: str, auth: AuthSpec) -> bool:
     """Whether a fetch of this source could ask the keyring: never for a type without a credential,
-    nor for an optional key pixsrc never stored there (``get(optional=True)`` skips it then)."""
-    if auth.kind == "none":
-        return False
-    return auth.required or _indexed(source_id)
+    nor with the file store chosen, nor for an optional key pixsrc never stored there."""
+    return auth.kind != "none" and not _skips_keyring(source_id, optional=not auth.required)
 
 
 def locate(source_id: str, optional: bool = False) -> Store | None:
     """Which store holds the source's credential (the environment aside); ``optional`` as in ``get``."""
     if source_id in _read_file_store():
         return "file"
-    if default_store() == "file" or optional and not _indexed(source_id):
+    if _skips_keyring(source_id, optional):
         return None
     import keyring
 
@@ -276,7 +285,7 @@ def delete(source_id: str, optional: bool = False, stores: tuple[Store, ...] = (
     if "file" in stores and source_id in _read_file_store():
         _update_file_store(lambda data: data.pop(source_id, None))
         removed.append(f"file {file_store_path()}")
-    if "keyring" in stores and default_store() == "keyring" and not (optional and not _indexed(source_id)):
+    if "keyring" in stores and not _skips_keyring(source_id, optional):
         import keyring
         from keyring.errors import PasswordDeleteError
 
@@ -315,7 +324,7 @@ def _age(credential: Credential, source_id: str, now: float) -> dict[str, Any]:
     when = None if credential.stored_in.startswith("env ") else stored_at(source_id)
     if when is None:
         return {"stored_at": None, "age_days": None}
-    return {"stored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)),
+    return {"stored_at": rfc3339(when),
             "age_days": round(max(0.0, now - when) / 86400, 1)}
 
 

@@ -360,3 +360,51 @@ def test_a_bad_keyring_timeout_falls_back_to_the_default(monkeypatch: pytest.Mon
     monkeypatch.setenv("PIXSRC_KEYRING_TIMEOUT", value)
     assert tokens.keyring_timeout() == expected
     assert run("auth", "status").exit_code == 0
+
+
+def test_after_a_hung_keyring_call_others_fail_at_once_until_it_returns() -> None:
+    """A keyring that hangs leaves its worker thread stuck: later calls must not each wait the full
+    timeout again (nor pile up threads), and once the stuck call returns the keyring is used again."""
+    from pixsrc import tokens
+
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hang() -> str:
+        calls.append("hang")
+        release.wait()
+        return "late"
+
+    with pytest.raises(tokens.KeyringUnavailable, match="did not answer within 0.05 s"):
+        tokens._keyring_call("src", hang, timeout=0.05)
+    with pytest.raises(tokens.KeyringUnavailable, match="earlier keyring call has not returned"):
+        tokens._keyring_call("src", lambda: calls.append("second") or "x", timeout=30)
+    assert calls == ["hang"]  # the second call never reached the keyring
+    release.set()
+    for thread in threading.enumerate():
+        if thread.name == "pixsrc-keyring-hung":
+            thread.join(10)
+    assert tokens._keyring_call("src", lambda: "answer", timeout=30) == "answer"
+
+
+def test_keyring_calls_in_progress_on_other_threads_do_not_count_as_hung() -> None:
+    """watch asks the keyring from its waiter threads while a fetch asks it on the main thread."""
+    from pixsrc import tokens
+
+    inside, release = threading.Event(), threading.Event()
+    answers: list[str] = []
+
+    def slow() -> str:
+        inside.set()
+        release.wait(10)
+        return "slow"
+
+    other = threading.Thread(target=lambda: answers.append(tokens._keyring_call("a", slow, timeout=30)))
+    other.start()
+    assert inside.wait(10)  # a call is in progress on the other thread now
+    try:
+        assert tokens._keyring_call("b", lambda: "quick", timeout=30) == "quick"
+    finally:
+        release.set()
+        other.join(10)
+    assert answers == ["slow"]

@@ -67,7 +67,7 @@ def _watching(default: str | None, source: Source) -> str:
 
 
 def _show(event: Fetched, json_out: bool, quiet: bool) -> None:
-    from pixsrc.schedule import rfc3339
+    from pixsrc.durations import rfc3339
 
     report, after = event.report, event.after
     source_id = event.source.id
