@@ -346,6 +346,19 @@ def test_a_public_gallery_without_a_stored_key_does_not_ask_the_keyring(
     assert code == 0
 
 
+def test_with_the_file_store_chosen_doctor_does_not_ask_the_keyring(
+        config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PIXSRC_TOKEN_STORE=file: no command asks the keyring, so a hanging one is not checked either."""
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "support.keyring_hang.HangingKeyring")
+    monkeypatch.setenv("KEYRING_HANG_CALLS", str(tmp_path / "calls.txt"))
+    monkeypatch.setenv("PIXSRC_TOKEN_STORE", "file")
+    write_config(config_file, dropbox(f"http://127.0.0.1:{closed_port()}", tmp_path / "drop"))
+    _, report, _ = doctor()
+    assert not lines(report, "keyring"), report
+    assert one(report, "credential", "drop")["status"] == "fail"  # none in the file: sign in
+    assert not (tmp_path / "calls.txt").exists()
+
+
 def test_file_keyring_credential_ok_then_missing(config_file: Path, tmp_path: Path) -> None:
     with RawServer(dated(now_date())) as server:
         write_config(config_file, dropbox(server.url, tmp_path / "drop"))
