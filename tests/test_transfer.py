@@ -518,3 +518,16 @@ def test_cancel_removes_the_parts_made_for_jobs_that_never_started(tmp_path: Pat
         loop.close()
     assert [p.name for p in folder.iterdir()] == ["0.part"]  # only the one in flight stays, to resume
     assert 0 < (folder / "0.part").stat().st_size < len(body)
+
+
+@pytest.mark.parametrize("body", [b"some bytes", b""])
+def test_a_part_that_cannot_be_created_fails_that_asset_with_the_reason(tmp_path: Path, body: bytes) -> None:
+    """A folder that vanished (or a full disk) under a download: the job fails naming the OS error;
+    the loop, and the jobs after it, go on."""
+    gone = tmp_path / "gone" / "a.part"  # its folder does not exist: creating it fails (ENOENT)
+    fine = tmp_path / "b.part"
+    with RawServer(lambda seen: response(200, body)) as server:
+        results = {r.key: r for r in run([Job("gone", Transfer(server.url + "/a.jpg"), gone),
+                                           Job("fine", Transfer(server.url + "/b.jpg"), fine)])}
+    assert results["gone"].kind == "failed" and "No such file or directory" in (results["gone"].error or "")
+    assert results["fine"].kind == "done" and fine.read_bytes() == body

@@ -601,7 +601,10 @@ class TransferLoop:
             return self._retry(job, state, timers, _curl_reason(code, detail), None)
         if 200 <= status < 300:
             if attempt.file is None and not attempt.started:
-                self._parts.open(job).close()  # an empty body: an empty file
+                try:
+                    self._parts.open(job).close()  # an empty body: an empty file
+                except OSError as exc:
+                    return self._fail(job, f"{exc.strerror or exc}: {job.part}")
                 attempt.hashing = _Hashing(job.checksum)
                 attempt.written = 0
             check = attempt.hashing.check
