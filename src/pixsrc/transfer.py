@@ -224,8 +224,7 @@ class _PartCreator:
     Creating a file is the kernel's work, and not small: 0.1-0.45 ms of CPU per file on ext4 here
     (measured), so 0.6-0.9 s for 2,000 files, during which the one loop thread moved no bytes.
     ``os.open`` releases the GIL: on the helper it runs on the other core while the loop waits on
-    the network (a fresh 2,000 x 50 KB fetch from nginx: 1.09 s against 1.20 s, and 2.03 against
-    2.24 s in 8 alternating runs).
+    the network (a fresh 2,000 x 50 KB fetch from nginx, 15 alternating runs: 1.81 s against 2.05 s).
     ``O_EXCL``: a part an earlier run left (to be resumed) is never touched; the loop opens that one
     itself, as before. A created file belongs to its job's first attempt: ``release`` closes and
     removes it when that attempt ends without having written to it (an error answer, a retry).
