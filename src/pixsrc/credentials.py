@@ -235,8 +235,6 @@ def _online(source: Source, providers: dict[str, Any], offline: CheckResult) -> 
     return replace(offline, detail=f"{offline.detail}; {shown}")
 
 
-
-
 def _span(seconds: float) -> str:
     from pixsrc.durations import format_duration
 

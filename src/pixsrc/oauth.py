@@ -792,5 +792,3 @@ def status(source_id: str, provider: OAuthProvider, refresh_days: float | None =
     if row["status"] == "expired":
         row["detail"] = f"run: pixsrc auth login {source_id}"
     return row
-
-

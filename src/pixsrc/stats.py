@@ -119,5 +119,3 @@ def _days(per_day: list[tuple[str, int, int]], start: float | None, now: float) 
         runs, size = found.get(day, (0, 0))
         days.append({"date": day, "runs": runs, "bytes": size})
     return days
-
-

@@ -566,4 +566,3 @@ def _cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
 
 def _signals() -> list[signal.Signals]:
     return [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
-

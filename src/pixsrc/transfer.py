@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from io import BufferedWriter
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -248,7 +249,7 @@ class _PartCreator:
         made = self._made.pop(id(job), None)
         return made[1].result() if made is not None else None
 
-    def open(self, job: Job) -> Any:
+    def open(self, job: Job) -> BufferedWriter:
         """The part for a download from byte 0, created ahead or now."""
         fd = self.take(job)
         if fd is None:
@@ -757,5 +758,3 @@ def hash_file(path: Path | str, algorithm: str = "sha256") -> str:
         while chunk := handle.read(COPY_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-

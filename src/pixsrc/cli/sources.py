@@ -241,4 +241,3 @@ def remove(
             say(f"deleted its credential from {where}")
     except AuthRequired as exc:
         warn(f"warning: could not delete its credential: {exc.message}")
-
